@@ -1,0 +1,120 @@
+"""Tasks and task suites: the data side of the public plugin contract (DESIGN §4)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+Kind = Literal["classification", "regression"]
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """``T`` tasks of equal shape, stacked along the first dimension.
+
+    ``support_x`` is ``[T, S, ...]``, ``support_y`` ``[T, S]`` (class labels ``0..n_way-1``)
+    or ``[T, S, ...]`` (regression targets); ``query_x`` / ``query_y`` likewise with ``Q``.
+    """
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        sizes = {t.shape[0] for t in (self.support_x, self.support_y, self.query_x, self.query_y)}
+        if len(sizes) != 1:
+            raise ValueError(f"TaskBatch tensors disagree on the number of tasks: {sorted(sizes)}")
+        if self.support_x.shape[:2] != self.support_y.shape[:2]:
+            raise ValueError("support_x and support_y disagree on the number of support examples")
+        if self.query_x.shape[:2] != self.query_y.shape[:2]:
+            raise ValueError("query_x and query_y disagree on the number of query examples")
+
+    @property
+    def num_tasks(self) -> int:
+        return self.support_x.shape[0]
+
+    def __len__(self) -> int:
+        return self.num_tasks
+
+    def __getitem__(self, index: int | slice | torch.Tensor) -> TaskBatch:
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return TaskBatch(*(t[index] for t in self.tensors()))
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.support_x, self.support_y, self.query_x, self.query_y
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TaskBatch:
+        """Move to ``device``; ``dtype`` (if given) converts the floating-point inputs only."""
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            if dtype is not None and t.is_floating_point():
+                return t.to(device=device, dtype=dtype)
+            return t.to(device)
+
+        return TaskBatch(*(move(t) for t in self.tensors()))
+
+    def split(self, chunk_size: int) -> list[TaskBatch]:
+        """Consecutive chunks of at most ``chunk_size`` tasks."""
+        return [self[i : i + chunk_size] for i in range(0, self.num_tasks, chunk_size)]
+
+
+class TaskSuite(ABC):
+    """A family of tasks. Subclasses set ``name`` and ``kind`` and implement two methods.
+
+    ``sample(split, num_tasks, generator)`` must be a pure function of the generator's state:
+    the same state gives the same tasks on any machine, so sample on the CPU.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[Kind]
+
+    @abstractmethod
+    def sample(self, split: Split, num_tasks: int, generator: torch.Generator) -> TaskBatch:
+        """Draw ``num_tasks`` tasks of ``split`` ("train", "val" or "test")."""
+
+    @abstractmethod
+    def make_model(self) -> torch.nn.Module:
+        """The suite's default backbone, freshly initialised from torch's global RNG."""
+
+    @property
+    def metric(self) -> str:
+        """Name of the reported test metric: ``accuracy`` or ``mse``."""
+        return "accuracy" if self.kind == "classification" else "mse"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.kind == "classification"
+
+    def protocol(self) -> dict:
+        """The suite's settings that define its tasks (recorded and hashed with each run)."""
+        config = getattr(self, "config", None)
+        if config is None:
+            return {}
+        return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+def task_loss(kind: Kind, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Training loss of one task (or any leading batch): cross-entropy or mean squared error."""
+    if kind == "classification":
+        return F.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1))
+    return F.mse_loss(prediction, target)
+
+
+def task_metrics(kind: Kind, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-task test metric ``[T]`` from predictions ``[T, Q, ...]``: accuracy or MSE."""
+    if kind == "classification":
+        return (prediction.argmax(-1) == target).float().mean(dim=1)
+    return (prediction - target).pow(2).flatten(1).mean(dim=1)
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
