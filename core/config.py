@@ -1,0 +1,79 @@
+"""Typed hyperparameter dataclasses and their checked construction from user input."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from metazoo.errors import ZooError
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Hyperparameters every meta-learner has."""
+
+    meta_batch: int = 25  # tasks per outer update
+    outer_lr: float = 1e-3  # outer (meta) learning rate
+    outer_optimizer: Literal["adam", "sgd"] = "adam"
+
+    def __post_init__(self) -> None:
+        positive(self, "meta_batch", "outer_lr")
+
+
+def positive(config: Any, *names: str) -> None:
+    """Raise a :class:`ZooError` naming the first of ``names`` that is not > 0."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value <= 0:
+            raise ZooError(f"hyperparameter {name} must be > 0, got {value!r}")
+
+
+def build_config(cls: type, values: dict[str, Any], owner: str) -> Any:
+    """``cls(**values)`` with clear errors for unknown keys and wrong types.
+
+    ``owner`` names what the hyperparameters belong to, for the message.
+    """
+    accepted = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(accepted))
+    if unknown:
+        raise ZooError(
+            f"{owner} has no hyperparameter {', '.join(map(repr, unknown))}; "
+            f"accepted: {', '.join(sorted(accepted))}"
+        )
+    hints = typing.get_type_hints(cls)
+    checked = {key: _check_type(owner, key, value, hints[key]) for key, value in values.items()}
+    try:
+        return cls(**checked)
+    except ZooError as exc:
+        raise ZooError(f"{owner}: {exc}") from None
+
+
+def _check_type(owner: str, key: str, value: Any, hint: Any) -> Any:
+    options = _options(hint)
+    for option in options:
+        if option is type(None) and value is None:
+            return value
+        if isinstance(option, tuple):  # Literal choices
+            if value in option:
+                return value
+        elif option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        elif option in (int, str, bool) and type(value) is option:
+            return value
+    wanted = " or ".join(
+        "one of " + ", ".join(map(repr, o)) if isinstance(o, tuple) else getattr(o, "__name__", str(o))
+        for o in options
+    )
+    raise ZooError(f"{owner}: hyperparameter {key} must be {wanted}, got {value!r}")
+
+
+def _options(hint: Any) -> list[Any]:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return [typing.get_args(hint)]
+    if origin in (typing.Union, types.UnionType):
+        return [o for arg in typing.get_args(hint) for o in _options(arg)]
+    return [hint]

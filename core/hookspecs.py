@@ -1,0 +1,59 @@
+"""Hook specifications: every hook a metazoo plugin may implement.
+
+A plugin is any module or object with functions marked ``@metazoo.hookimpl`` whose names match
+the specs below. Built-in plugins live in ``metazoo.plugins``; third-party ones are found
+through the ``metazoo`` entry-point group::
+
+    # pyproject.toml of your package
+    [project.entry-points.metazoo]
+    myalgo = "my_package.my_module"
+
+Hook signatures only ever grow by new parameters, so an implementation may accept any subset
+of the parameters documented here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from metazoo.registry import AlgorithmRegistry, SuiteRegistry
+
+hookspec = pluggy.HookspecMarker("metazoo")
+
+
+# -- Registration --------------------------------------------------------------------------------
+
+
+@hookspec
+def zoo_register_algorithms(registry: AlgorithmRegistry) -> None:
+    """Register meta-learning algorithms.
+
+    Called once per plugin manager, for every plugin, when the algorithm registry is first
+    needed. Call ``registry.add(name, factory, family=..., **info)`` for each algorithm:
+
+    :param registry: the algorithm registry. ``factory(model, suite, **hyperparameters)``
+        must return a :class:`metazoo.MetaLearner`; ``family`` is ``"model-algorithm"`` or
+        ``"model-data"``; ``info`` keys ``paper`` (citation) and ``summary`` (one line) are
+        shown by ``zoo list``. A name already taken by another plugin is an error naming both.
+
+    Return value is ignored.
+    """
+
+
+@hookspec
+def zoo_register_suites(registry: SuiteRegistry) -> None:
+    """Register task suites.
+
+    Called once per plugin manager, for every plugin, when the suite registry is first needed.
+    Call ``registry.add(name, factory, **info)`` for each suite:
+
+    :param registry: the suite registry. ``factory(**protocol)`` must return a
+        :class:`metazoo.TaskSuite`, where ``protocol`` holds the suite's settings (for example
+        ``shots``, ``queries``, ``ways``); an unknown setting must raise ``TypeError`` or
+        ``ValueError``. ``info`` keys ``paper`` and ``summary`` are shown by ``zoo list``.
+
+    Return value is ignored.
+    """

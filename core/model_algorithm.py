@@ -1,0 +1,140 @@
+"""Base class of model-algorithm meta-learners: an inner loop of gradient steps on explicit
+parameter dictionaries, vectorised over tasks by :mod:`metazoo.engine`.
+
+A plugin overrides :meth:`ModelAlgorithmLearner.inner_update` (how one step changes the
+adapted parameters) and, if it adapts only some parameters, :meth:`adapted_names`. The base
+class provides first- and second-order meta-gradients (Finn et al. 2017, Eq. 1 inside Eq. 3),
+chunking through a gradient pool, execution choice and evaluation without a second-order graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch.func import functional_call, grad
+
+from metazoo.config import LearnerConfig, positive
+from metazoo.engine import GradientPool, choose_execution, map_tasks
+from metazoo.errors import ZooError
+from metazoo.learner import MetaLearner
+from metazoo.tasks import TaskBatch, task_loss
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class InnerLoopConfig(LearnerConfig):
+    """Hyperparameters of an inner loop of gradient steps."""
+
+    inner_steps: int = 1  # gradient steps on each task's support set during meta-training
+    inner_lr: float = 0.01  # α in θ' = θ − α∇L(θ)
+    eval_inner_steps: int | None = None  # steps at test time (default: inner_steps)
+    first_order: bool = False  # drop second-order terms of the meta-gradient
+    chunk_size: int | None = None  # tasks per chunk of the meta-batch (default: all at once)
+    execution: Literal["auto", "vmap", "loop"] = "auto"  # see metazoo.engine
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive(self, "inner_steps", "inner_lr", "eval_inner_steps", "chunk_size")
+
+
+class ModelAlgorithmLearner(MetaLearner):
+    """Learns how a model is trained: an initialisation (and possibly more) for an inner loop."""
+
+    family: ClassVar[str] = "model-algorithm"
+    Config: ClassVar[type[InnerLoopConfig]] = InnerLoopConfig
+    config: InnerLoopConfig
+
+    # -- what a plugin overrides ----------------------------------------------------------------
+
+    def adapted_names(self) -> list[str]:
+        """Names of the model parameters that the inner loop adapts (default: all)."""
+        return [name for name, _ in self.model.named_parameters()]
+
+    def inner_update(self, params: Params, grads: Params, step: int) -> Params:
+        """One inner step on one task: plain gradient descent θ ← θ − α∇L(θ).
+
+        ``params`` and ``grads`` hold the adapted parameters only (see :meth:`adapted_names`).
+        Meta-parameters of the learner itself (such as learnt learning rates) may be read from
+        ``self``; the outer gradient reaches them.
+        """
+        lr = self.config.inner_lr
+        return {name: p - lr * grads[name] for name, p in params.items()}
+
+    # -- the engine -----------------------------------------------------------------------------
+
+    def loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Loss of the model with ``params`` on one task's examples."""
+        return task_loss(self.kind, functional_call(self.model, params, (x,)), y)
+
+    def adapt(self, x: torch.Tensor, y: torch.Tensor, steps: int, create_graph: bool) -> Params:
+        """Run the inner loop on one task's support set from the current meta-parameters and
+        return the full parameter dictionary. Without ``create_graph`` the inner gradients are
+        constants (first order)."""
+        params = dict(self.model.named_parameters())
+        names = self.adapted_names()
+        fast = {name: params[name] for name in names}
+        frozen = {name: p for name, p in params.items() if name not in fast}
+
+        def support_loss(fast: Params) -> torch.Tensor:
+            return self.loss({**frozen, **fast}, x, y)
+
+        for step in range(steps):
+            grads = grad(support_loss)(fast)
+            if not create_graph:
+                grads = {name: g.detach() for name, g in grads.items()}
+            fast = self.inner_update(fast, grads, step)
+        return {**frozen, **fast}
+
+    def query_loss(self, sx, sy, qx, qy) -> torch.Tensor:
+        """Meta-training objective of one task: query loss after adapting on the support."""
+        adapted = self.adapt(sx, sy, self.config.inner_steps, not self.config.first_order)
+        return self.loss(adapted, qx, qy)
+
+    @property
+    def execution(self) -> str:
+        device = next(self.parameters()).device
+        return choose_execution(self.config.execution, self.model, device)
+
+    def chunk_meta_gradient(self, chunk: TaskBatch) -> tuple[list[torch.Tensor | None], torch.Tensor]:
+        """Sum over the chunk's tasks of each task's meta-gradient, and of its loss."""
+        losses = map_tasks(self.query_loss, chunk.tensors(), self.execution)  # [T]
+        total = losses.sum()
+        grads = torch.autograd.grad(total, list(self.parameters()), allow_unused=True)
+        return list(grads), total.detach()
+
+    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+        self.train()
+        pool = GradientPool(list(self.parameters()))
+        for chunk in batch.split(self.config.chunk_size or batch.num_tasks):
+            grads, loss_sum = self.chunk_meta_gradient(chunk)
+            pool.add(grads, loss_sum, chunk.num_tasks)
+        pool.all_reduce()
+        loss = pool.apply()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss}
+
+    def predict(self, batch: TaskBatch) -> torch.Tensor:
+        self.eval()
+        steps = self.config.eval_inner_steps or self.config.inner_steps
+
+        def predict_task(sx, sy, qx, qy):
+            adapted = self.adapt(sx, sy, steps, create_graph=False)
+            return functional_call(self.model, adapted, (qx,))
+
+        with torch.no_grad():  # torch.func.grad still differentiates the inner loop
+            return map_tasks(predict_task, batch.tensors(), self.execution)
+
+
+def check_head(learner: ModelAlgorithmLearner, prefix: str) -> list[str]:
+    """Parameter names under ``prefix`` (the head), or a clear error if the model has none."""
+    names = [n for n, _ in learner.model.named_parameters() if n.startswith(prefix + ".")]
+    if not names:
+        raise ZooError(
+            f"{learner.name()} adapts only the head, but the model has no parameters under "
+            f"{prefix!r}; name the final layer 'head' or set the hyperparameter head=NAME"
+        )
+    return names

@@ -1,0 +1,103 @@
+"""Registries of algorithms and suites, filled by plugins through the registration hooks."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from metazoo.errors import PluginError, UsageError
+
+FAMILIES = ("model-algorithm", "model-data")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered algorithm or suite and the plugin it came from."""
+
+    name: str
+    factory: Callable[..., Any]
+    source: str
+    family: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry:
+    """Name → :class:`Entry`, with shell-style pattern lookup (``'maml*'``)."""
+
+    kind = "entry"
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+        self.source = "<unknown>"  # the plugin currently registering; set by the plugin manager
+
+    def _add(self, name: str, factory: Callable[..., Any], family: str | None, info: dict) -> None:
+        if not isinstance(name, str) or not name or any(c in name for c in " ,*?[]"):
+            raise PluginError(
+                f"plugin {self.source} registered the {self.kind} name {name!r}: a name is a "
+                "non-empty string without spaces, commas or pattern characters"
+            )
+        if not callable(factory):
+            raise PluginError(f"plugin {self.source}: the factory of {self.kind} {name!r} is not callable")
+        if name in self._entries:
+            raise PluginError(
+                f"{self.kind} name clash: {name!r} is registered by both "
+                f"{self._entries[name].source} and {self.source}; block one with -p no:PLUGIN"
+            )
+        self._entries[name] = Entry(name, factory, self.source, family, dict(info))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self):
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UsageError(
+                f"unknown {self.kind} {name!r}; available: {', '.join(self.names()) or '(none)'}"
+            ) from None
+
+    def select(self, patterns: Iterable[str]) -> list[Entry]:
+        """Entries matching any shell pattern, in the order first matched; an unmatched pattern
+        is an error listing the available names."""
+        chosen: dict[str, Entry] = {}
+        for pattern in patterns:
+            matches = fnmatch.filter(self.names(), pattern)
+            if not matches:
+                raise UsageError(
+                    f"unknown {self.kind} {pattern!r}; available: {', '.join(self.names()) or '(none)'}"
+                )
+            for name in matches:
+                chosen.setdefault(name, self._entries[name])
+        return list(chosen.values())
+
+
+class AlgorithmRegistry(Registry):
+    kind = "algorithm"
+
+    def add(self, name: str, factory: Callable[..., Any], *, family: str, **info: Any) -> None:
+        """Register ``factory(model, suite, **hyperparameters) -> MetaLearner`` as ``name``."""
+        if family not in FAMILIES:
+            raise PluginError(
+                f"plugin {self.source}: algorithm {name!r} has family {family!r}; "
+                f"expected one of {', '.join(FAMILIES)}"
+            )
+        self._add(name, factory, family, info)
+
+
+class SuiteRegistry(Registry):
+    kind = "suite"
+
+    def add(self, name: str, factory: Callable[..., Any], **info: Any) -> None:
+        """Register ``factory(**protocol) -> TaskSuite`` as ``name``."""
+        self._add(name, factory, None, info)
