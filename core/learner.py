@@ -6,10 +6,9 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
-
 from metazoo.config import LearnerConfig, build_config
 from metazoo.tasks import TaskBatch, TaskSuite
+from torch import nn
 
 
 class MetaLearner(nn.Module, ABC):

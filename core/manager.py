@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import pluggy
-
 from metazoo import hookspecs
 from metazoo.errors import PluginError, UsageError
 from metazoo.registry import AlgorithmRegistry, Registry, SuiteRegistry

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
-from torch.func import functional_call, grad
-
 from metazoo.config import LearnerConfig, positive
 from metazoo.engine import GradientPool, choose_execution, map_tasks
 from metazoo.errors import ZooError
 from metazoo.learner import MetaLearner
 from metazoo.tasks import TaskBatch, task_loss
+from torch.func import functional_call, grad
 
 Params = dict[str, torch.Tensor]
 

@@ -9,9 +9,8 @@ Backbone Linear(10, 5)-ReLU-Linear(5, 2); cross-entropy; accuracy.
 
 from dataclasses import dataclass
 
-import torch
-
 import metazoo
+import torch
 from metazoo.config import build_config, positive
 from metazoo.models import MLP
 from metazoo.tasks import TaskBatch, TaskSuite, check_split

@@ -7,11 +7,10 @@ rates, the same shape as θ; the outer loop meta-learns (θ, α) together. α st
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
 import metazoo
+import torch
 from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner
+from torch import nn
 
 PAPER = "Li, Zhou, Chen & Li. Meta-SGD: Learning to Learn Quickly for Few-Shot Learning. arXiv:1707.09835, 2017"
 

@@ -9,9 +9,8 @@ exactly that formula; no second derivatives are involved.
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
 import metazoo
+import torch
 from metazoo.engine import map_tasks
 from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner
 

@@ -6,13 +6,11 @@ backbone MLP 1-40-40-1 with ReLU. All splits share the task distribution (as in 
 they differ only by the random stream they are drawn from.
 """
 
+import math
 from dataclasses import dataclass
 
-import math
-
-import torch
-
 import metazoo
+import torch
 from metazoo.config import build_config, positive
 from metazoo.models import MLP
 from metazoo.tasks import TaskBatch, TaskSuite, check_split
