@@ -22,6 +22,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "anil",
     "sinusoid",
     "hyperplanes",
+    "omniglot",
 )
 ENTRY_POINT_GROUP = "metazoo"
 AUTOLOAD_ENV = "METAZOO_DISABLE_PLUGIN_AUTOLOAD"
