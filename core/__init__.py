@@ -21,12 +21,15 @@ from metazoo.errors import ZooError  # noqa: E402
 from metazoo.learner import MetaLearner  # noqa: E402
 from metazoo.manager import Zoo, get_plugin_manager  # noqa: E402
 from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner  # noqa: E402
+from metazoo.model_data import ModelDataConfig, ModelDataLearner  # noqa: E402
 from metazoo.tasks import TaskBatch, TaskSuite  # noqa: E402
 
 __all__ = [
     "InnerLoopConfig",
     "MetaLearner",
     "ModelAlgorithmLearner",
+    "ModelDataConfig",
+    "ModelDataLearner",
     "TaskBatch",
     "TaskSuite",
     "Zoo",

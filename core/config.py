@@ -28,7 +28,7 @@ def positive(config: Any, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         if value is not None and value <= 0:
-            raise ZooError(f"hyperparameter {name} must be > 0, got {value!r}")
+            raise ZooError(f"{name} must be > 0, got {value!r}")
 
 
 def build_config(cls: type, values: dict[str, Any], owner: str) -> Any:
@@ -40,7 +40,7 @@ def build_config(cls: type, values: dict[str, Any], owner: str) -> Any:
     unknown = sorted(set(values) - set(accepted))
     if unknown:
         raise ZooError(
-            f"{owner} has no hyperparameter {', '.join(map(repr, unknown))}; "
+            f"{owner}: unknown setting {', '.join(map(repr, unknown))}; "
             f"accepted: {', '.join(sorted(accepted))}"
         )
     hints = typing.get_type_hints(cls)
@@ -63,11 +63,15 @@ def _check_type(owner: str, key: str, value: Any, hint: Any) -> Any:
             return float(value)
         elif option in (int, str, bool) and type(value) is option:
             return value
+        elif typing.get_origin(option) is tuple and isinstance(value, (list, tuple)):
+            items = typing.get_args(option)
+            if len(items) == len(value):
+                return tuple(_check_type(owner, key, v, t) for v, t in zip(value, items))
     wanted = " or ".join(
-        "one of " + ", ".join(map(repr, o)) if isinstance(o, tuple) else getattr(o, "__name__", str(o))
+        "one of " + ", ".join(map(repr, o)) if isinstance(o, tuple) else str(o).replace("<class '", "").replace("'>", "")
         for o in options
     )
-    raise ZooError(f"{owner}: hyperparameter {key} must be {wanted}, got {value!r}")
+    raise ZooError(f"{owner}: {key} must be {wanted}, got {value!r}")
 
 
 def _options(hint: Any) -> list[Any]:

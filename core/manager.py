@@ -20,6 +20,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "reptile",
     "metasgd",
     "anil",
+    "protonet",
+    "matchingnet",
     "sinusoid",
     "hyperplanes",
     "omniglot",
@@ -72,7 +74,8 @@ def parse_plugin_options(options: Iterable[str]) -> list[str]:
 class PluginInfo:
     name: str
     hooks: tuple[str, ...]
-    distribution: str  # "metazoo 0.1.0 (built-in)" or the third-party distribution and version
+    distribution: str  # "metazoo 0.1.0, built-in" or the third-party distribution and version
+    version: str  # the distribution's version
 
 
 class Zoo:
@@ -91,17 +94,15 @@ class Zoo:
 
     def _fill(self, registry: Registry, hook_name: str) -> Registry:
         caller = getattr(self.pm.hook, hook_name)
-        labels = self._source_labels()
+        infos = {info.name: info for info in self.plugins()}
         # Call each implementation on its own so that every entry knows its plugin.
         for impl in caller.get_hookimpls():  # registration order
-            registry.source = labels.get(impl.plugin_name, impl.plugin_name)
-            kwargs = {name: registry for name in impl.argnames}
-            impl.function(**kwargs)
-        registry.source = "<unknown>"
+            info = infos[impl.plugin_name]
+            registry.source = f"plugin {info.name} ({info.distribution})"
+            registry.version = info.version
+            impl.function(**{name: registry for name in impl.argnames})
+        registry.source, registry.version = "<unknown>", "unknown"
         return registry
-
-    def _source_labels(self) -> dict[str, str]:
-        return {info.name: f"{info.name} [{info.distribution}]" for info in self.plugins()}
 
     def plugins(self) -> list[PluginInfo]:
         """Every registered plugin with the hooks it implements and where it comes from."""
@@ -117,8 +118,7 @@ class Zoo:
             )
             if name in dists:
                 dist = dists[name]
-                where = f"{dist.project_name} {dist.version}"
+                infos.append(PluginInfo(name, hooks, f"{dist.project_name} {dist.version}", dist.version))
             else:
-                where = f"metazoo {__version__}, built-in"
-            infos.append(PluginInfo(name, hooks, where))
+                infos.append(PluginInfo(name, hooks, f"metazoo {__version__}, built-in", __version__))
         return infos

@@ -104,14 +104,19 @@ class ModelAlgorithmLearner(MetaLearner):
         grads = torch.autograd.grad(total, list(self.parameters()), allow_unused=True)
         return list(grads), total.detach()
 
-    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+    def meta_gradient(self, batch: TaskBatch) -> float:
+        """Write the mean meta-gradient over ``batch`` (pooled over chunks and processes) into
+        ``p.grad`` of every meta-parameter; return the mean query loss."""
         self.train()
         pool = GradientPool(list(self.parameters()))
         for chunk in batch.split(self.config.chunk_size or batch.num_tasks):
             grads, loss_sum = self.chunk_meta_gradient(chunk)
             pool.add(grads, loss_sum, chunk.num_tasks)
         pool.all_reduce()
-        loss = pool.apply()
+        return pool.apply()
+
+    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+        loss = self.meta_gradient(batch)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 
 class MLP(nn.Sequential):
@@ -20,3 +21,65 @@ class MLP(nn.Sequential):
             layers[f"relu{i}"] = nn.ReLU()
         layers["head"] = nn.Linear(sizes[-2], sizes[-1])
         super().__init__(layers)
+
+
+class BatchStatNorm(nn.Module):
+    """Batch normalisation on the current batch's statistics, always: no running statistics,
+    the same in training and evaluation (transductive, as in the MAML reference code).
+
+    Inside a meta-learner a "batch" is one task's examples, so each task is normalised by its
+    own statistics. Written with plain tensor ops rather than ``F.batch_norm``: under
+    ``torch.vmap`` the native kernel gives a wrong second-order meta-gradient (relative error
+    1e-3 to 8e-3 against a per-task loop in float64, measured with torch 2.11 and 2.13), while
+    these ops match the loop to 1e-15.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))  # γ, per channel
+        self.bias = nn.Parameter(torch.zeros(channels))  # β, per channel
+
+    def forward(self, x: Tensor) -> Tensor:  # [N, C, *spatial] -> [N, C, *spatial]
+        dims = [0, *range(2, x.dim())]  # every dimension but the channels
+        mean = x.mean(dims, keepdim=True)  # [1, C, 1, ...]
+        var = x.var(dims, correction=0, keepdim=True)  # biased, as batch norm normalises
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        normed = (x - mean) * torch.rsqrt(var + self.eps)
+        return normed * self.weight.view(shape) + self.bias.view(shape)
+
+
+class Conv4(nn.Sequential):
+    """The conv4 backbone of few-shot image classification: ``body`` then a linear ``head``.
+
+    ``body`` is 4 × [3×3 convolution with ``hidden`` filters (padding 1), :class:`BatchStatNorm`,
+    ReLU, 2×2 max-pooling], flattened: the embedding network of Vinyals et al. (NeurIPS 2016,
+    §4.1), which Finn et al. (ICML 2017, §5.2) and Snell et al. (NeurIPS 2017) also use. It
+    downsamples by max-pooling; the MAML paper used strided convolutions for Omniglot instead.
+    A 28×28 image shrinks 28 → 14 → 7 → 3 → 1, so ``head`` sees ``hidden`` features; in
+    general ``hidden · (image_size // 16)²``. Model-data learners use ``body`` as the embedding.
+    """
+
+    def __init__(
+        self, in_channels: int = 1, out_features: int = 5, hidden: int = 64, image_size: int = 28
+    ) -> None:
+        blocks: OrderedDict[str, nn.Module] = OrderedDict()
+        for i in range(4):
+            blocks[f"block{i}"] = nn.Sequential(
+                OrderedDict(
+                    conv=nn.Conv2d(in_channels if i == 0 else hidden, hidden, 3, padding=1),
+                    norm=BatchStatNorm(hidden),
+                    relu=nn.ReLU(),
+                    pool=nn.MaxPool2d(2),  # [N, hidden, s, s] -> [N, hidden, s // 2, s // 2]
+                )
+            )
+        blocks["flatten"] = nn.Flatten()  # [N, hidden, s, s] -> [N, hidden · s²]
+        side = image_size // 16  # four floor-halvings
+        if side < 1:
+            raise ValueError(f"Conv4 needs images of at least 16×16 pixels, got {image_size}")
+        super().__init__(
+            OrderedDict(
+                body=nn.Sequential(blocks),  # [N, C, H, W] -> [N, hidden · side²]
+                head=nn.Linear(hidden * side * side, out_features),  # -> [N, out_features]
+            )
+        )

@@ -19,6 +19,7 @@ class Entry:
     name: str
     factory: Callable[..., Any]
     source: str
+    version: str
     family: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -30,7 +31,9 @@ class Registry:
 
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
-        self.source = "<unknown>"  # the plugin currently registering; set by the plugin manager
+        # The plugin currently registering and its distribution version; set by the plugin manager.
+        self.source = "<unknown>"
+        self.version = "unknown"
 
     def _add(self, name: str, factory: Callable[..., Any], family: str | None, info: dict) -> None:
         if not isinstance(name, str) or not name or any(c in name for c in " ,*?[]"):
@@ -45,7 +48,7 @@ class Registry:
                 f"{self.kind} name clash: {name!r} is registered by both "
                 f"{self._entries[name].source} and {self.source}; block one with -p no:PLUGIN"
             )
-        self._entries[name] = Entry(name, factory, self.source, family, dict(info))
+        self._entries[name] = Entry(name, factory, self.source, self.version, family, dict(info))
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -1,0 +1,164 @@
+"""Benchmark specs: a suite, its protocol, the evaluation and training budget, per-algorithm
+hyperparameters and published numbers, read from TOML and checked before anything runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from metazoo.config import build_config, positive
+from metazoo.errors import UsageError, ZooError
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How runs are validated and tested. The test tasks depend only on ``eval_seed``, so every
+    algorithm and training seed of a benchmark meets the identical list (paired comparisons)."""
+
+    test_tasks: int = 600
+    val_tasks: int = 100
+    eval_seed: int = 20170306  # seeds the val and test task streams
+    batch_tasks: int = 100  # tasks per predict call (memory bound, not a result setting)
+
+    def __post_init__(self) -> None:
+        positive(self, "test_tasks", "val_tasks", "batch_tasks")
+
+
+@dataclass(frozen=True)
+class Training:
+    """The meta-training budget: ``steps`` outer updates, or ``time`` seconds, whichever first."""
+
+    steps: int | None = 1000
+    time: float | None = None  # seconds of meta-training (validation excluded)
+    val_every: int = 250  # validate every this many steps, and at the end
+
+    def __post_init__(self) -> None:
+        positive(self, "steps", "time", "val_every")
+        if self.steps is None and self.time is None:
+            raise ZooError("a training budget needs steps or time")
+
+
+@dataclass(frozen=True)
+class Published:
+    """A number reported in a paper for this benchmark's setting."""
+
+    value: float
+    citation: str
+    ci: float | None = None  # ± of the paper's 95% confidence interval, where given
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    suite: str
+    description: str = ""
+    protocol: dict[str, Any] = field(default_factory=dict)
+    evaluation: Evaluation = Evaluation()
+    training: Training = Training()
+    algorithms: dict[str, dict[str, Any]] = field(default_factory=dict)  # hyperparameters
+    published: dict[str, Published] = field(default_factory=dict)
+    source: str = "<built-in defaults>"
+
+    def with_overrides(self, protocol: dict[str, Any], training: dict[str, Any]) -> Benchmark:
+        """A copy with some protocol settings or budget replaced. A changed protocol renames
+        the benchmark (``sinusoid`` → ``sinusoid-shots10``) and drops published numbers that
+        were for the original protocol."""
+        changed = {k: v for k, v in protocol.items() if self.protocol.get(k) != v}
+        name = self.name + "".join(f"-{k}{v}" for k, v in sorted(changed.items()))
+        new_training = build_config(
+            Training, {**dataclasses.asdict(self.training), **training}, f"{self.source} [training]"
+        )
+        return dataclasses.replace(
+            self,
+            name=name,
+            protocol={**self.protocol, **protocol},
+            training=new_training,
+            published={} if changed else self.published,
+        )
+
+    def hash(self) -> str:
+        """Digest of what defines the tasks and the evaluation (not the training budget)."""
+        blob = json.dumps(
+            {"suite": self.suite, "protocol": self.protocol, "evaluation": dataclasses.asdict(self.evaluation)},
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+_TOP_LEVEL = {"name", "suite", "description", "protocol", "evaluation", "training", "algorithms", "published"}
+
+
+def builtin_benchmarks() -> dict[str, Path]:
+    """Names of the TOML specs shipped in ``metazoo.benchmarks`` → their paths."""
+    folder = resources.files("metazoo.benchmarks")
+    return {
+        Path(entry.name).stem: Path(str(entry))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".toml")
+    }
+
+
+def find_benchmark(name_or_path: str) -> Benchmark:
+    """Load a built-in benchmark by name, or any TOML spec by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        return load_benchmark(path)
+    builtin = builtin_benchmarks()
+    if name_or_path not in builtin:
+        raise UsageError(
+            f"unknown benchmark {name_or_path!r}; built-in: {', '.join(sorted(builtin))} "
+            "(or give the path of a .toml spec)"
+        )
+    return load_benchmark(builtin[name_or_path])
+
+
+def load_benchmark(path: Path) -> Benchmark:
+    """Parse and check a TOML spec; every error names the file, the key and what is accepted."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"benchmark spec {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ZooError(f"{path}: not a readable TOML file: {exc}") from None
+    where = str(path)
+    unknown = sorted(set(data) - _TOP_LEVEL)
+    if unknown:
+        raise ZooError(
+            f"{where}: unknown key {', '.join(map(repr, unknown))}; accepted: {', '.join(sorted(_TOP_LEVEL))}"
+        )
+    if not isinstance(data.get("suite"), str):
+        raise ZooError(f"{where}: key 'suite' (the task suite's name, a string) is required")
+    for key in ("protocol", "evaluation", "training", "algorithms", "published"):
+        if not isinstance(data.get(key, {}), dict):
+            raise ZooError(f"{where}: [{key}] must be a table")
+    for algo, table in data.get("algorithms", {}).items():
+        if not isinstance(table, dict):
+            raise ZooError(f"{where}: [algorithms.{algo}] must be a table of hyperparameters")
+    return Benchmark(
+        name=_string(data, "name", where, Path(path).stem),
+        suite=data["suite"],
+        description=_string(data, "description", where, ""),
+        protocol=dict(data.get("protocol", {})),
+        evaluation=build_config(Evaluation, data.get("evaluation", {}), f"{where} [evaluation]"),
+        training=build_config(Training, data.get("training", {}), f"{where} [training]"),
+        algorithms={k: dict(v) for k, v in data.get("algorithms", {}).items()},
+        published={
+            algo: build_config(Published, table, f"{where} [published.{algo}]")
+            for algo, table in data.get("published", {}).items()
+        },
+        source=where,
+    )
+
+
+def _string(data: dict, key: str, where: str, default: str) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str):
+        raise ZooError(f"{where}: key {key!r} must be a string, got {value!r}")
+    return value

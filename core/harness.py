@@ -1,0 +1,312 @@
+"""The benchmark harness: meta-train one (algorithm, benchmark, seed), validate, keep the best
+state, test on the benchmark's fixed task list, and record everything (DESIGN §6)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import platform
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import metazoo
+import torch
+from metazoo.benchmark import Benchmark
+from metazoo.errors import UsageError, ZooError
+from metazoo.learner import MetaLearner
+from metazoo.manager import Zoo
+from metazoo.records import SCHEMA, record_path, write_record
+from metazoo.registry import Entry
+from metazoo.tasks import TaskSuite, task_metrics
+from tqdm import tqdm
+
+
+class DivergedError(ZooError):
+    """The meta-training loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``, checked against this machine."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; accepted: cpu, cuda, cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"unsupported device {name!r}; accepted: cpu, cuda, cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {name!r} requested, but CUDA is not available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (algorithm, benchmark, seed): everything needed to execute and identify it."""
+
+    benchmark: Benchmark
+    algorithm: Entry
+    seed: int
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return self.benchmark.algorithms.get(self.algorithm.name, {})
+
+    @property
+    def key(self) -> str:
+        """Identity of the run: algorithm and plugin version, benchmark and protocol hash,
+        hyperparameters, seed and budget. A finished run with this key is not run again."""
+        blob = json.dumps(
+            {
+                "algorithm": self.algorithm.name,
+                "version": self.algorithm.version,
+                "benchmark": self.benchmark.name,
+                "protocol": self.benchmark.hash(),
+                "hyperparameters": self.hyperparameters,
+                "seed": self.seed,
+                "budget": dataclasses.asdict(self.benchmark.training),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def path(self, out: Path) -> Path:
+        return record_path(out, self.benchmark.name, self.algorithm.name, self.seed, self.key)
+
+
+def make_suite(zoo: Zoo, benchmark: Benchmark, **options: Any) -> TaskSuite:
+    """Build the benchmark's suite; protocol errors name the spec file."""
+    entry = zoo.suites.get(benchmark.suite)
+    try:
+        return entry.factory(**benchmark.protocol, **options)
+    except (ZooError, TypeError, ValueError) as exc:
+        raise ZooError(f"{benchmark.source}: [protocol] of suite {benchmark.suite}: {exc}") from None
+
+
+def make_learner(run: Run, suite: TaskSuite) -> MetaLearner:
+    """Seed torch, build the suite's backbone and the algorithm around it."""
+    torch.manual_seed(run.seed)
+    model = suite.make_model()
+    try:
+        return run.algorithm.factory(model, suite, **run.hyperparameters)
+    except TypeError as exc:
+        raise ZooError(f"algorithm {run.algorithm.name}: {exc}") from None
+
+
+def sample_tasks(suite: TaskSuite, split: str, count: int, seed: int, batch_tasks: int):
+    """The fixed task list of a split, as batches of at most ``batch_tasks``: a pure function
+    of (suite protocol, split, count, seed, batch_tasks), identical for every algorithm."""
+    generator = torch.Generator().manual_seed(seed)
+    for start in range(0, count, batch_tasks):
+        yield suite.sample(split, min(batch_tasks, count - start), generator)
+
+
+def evaluate(learner: MetaLearner, suite: TaskSuite, batches, device: torch.device) -> torch.Tensor:
+    """Per-task test metric ``[n]`` over an iterable of task batches."""
+    values = []
+    for batch in batches:
+        batch = batch.to(device)
+        values.append(task_metrics(suite.kind, learner.predict(batch), batch.query_y).cpu())
+    return torch.cat(values)
+
+
+def summary(values: torch.Tensor) -> dict[str, float]:
+    """Mean and 95% confidence half-width, 1.96·std/√n, over tasks."""
+    n = values.numel()
+    std = values.double().std().item() if n > 1 else 0.0
+    return {"mean": values.double().mean().item(), "ci95": 1.96 * std / math.sqrt(n), "n": n}
+
+
+def execute(
+    run: Run,
+    zoo: Zoo,
+    device: torch.device,
+    progress: bool = False,
+    suite_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Meta-train, validate, test and return the run's record. A failure (an exception, or a
+    NaN loss) is recorded with its error instead of raised."""
+    started = time.time()
+    record = base_record(run, device)
+    try:
+        record.update(_train_and_test(run, zoo, device, progress, suite_options or {}))
+        record["status"] = "ok"
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # recorded, and the other runs go on
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    record["wall_time_s"] = time.time() - started
+    record["peak_memory_mb"] = peak_memory_mb(device)
+    return record
+
+
+def _train_and_test(run, zoo, device, progress, suite_options) -> dict[str, Any]:
+    bench, evaluation, budget = run.benchmark, run.benchmark.evaluation, run.benchmark.training
+    suite = make_suite(zoo, bench, **suite_options)
+    learner = make_learner(run, suite).to(device)
+    meta_batch = learner.config.meta_batch
+    train_stream = torch.Generator().manual_seed(run.seed)
+    val_batches = list(
+        sample_tasks(suite, "val", evaluation.val_tasks, evaluation.eval_seed + 1, evaluation.batch_tasks)
+    )
+    better: Callable[[float, float], bool] = (
+        (lambda a, b: a > b) if suite.higher_is_better else (lambda a, b: a < b)
+    )
+
+    history, best = [], None
+    train_time, step, loss = 0.0, 0, math.nan
+    bar = tqdm(total=budget.steps, desc=f"{run.algorithm.name} seed {run.seed}", disable=not progress,
+               leave=False, unit="step", dynamic_ncols=True)
+    while (budget.steps is None or step < budget.steps) and (budget.time is None or train_time < budget.time):
+        batch = suite.sample("train", meta_batch, train_stream).to(device)
+        tick = time.perf_counter()
+        loss = learner.meta_train_step(batch)["loss"]
+        train_time += time.perf_counter() - tick
+        step += 1
+        if not math.isfinite(loss):
+            raise DivergedError(f"meta-training loss became {loss} at step {step}")
+        bar.update()
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{loss:.4g}")
+        if step % budget.val_every == 0:
+            best = _validate(learner, suite, val_batches, device, step, train_time, history, best, better)
+    bar.close()
+    if not history or history[-1]["step"] != step:
+        best = _validate(learner, suite, val_batches, device, step, train_time, history, best, better)
+    learner.load_state_dict(best["state"])
+
+    test_batches = sample_tasks(suite, "test", evaluation.test_tasks, evaluation.eval_seed, evaluation.batch_tasks)
+    per_task = evaluate(learner, suite, test_batches, device)
+    return {
+        "hyperparameters": dataclasses.asdict(learner.config),
+        "protocol": suite.protocol(),
+        "metric": suite.metric,
+        "higher_is_better": suite.higher_is_better,
+        "test": {**summary(per_task), "per_task": per_task.tolist()},
+        "validation": history,
+        "best_step": best["step"],
+        "train": {
+            "steps": step,
+            "tasks": step * meta_batch,
+            "time_s": train_time,
+            "tasks_per_s": step * meta_batch / train_time if train_time else 0.0,
+            "final_loss": loss,
+        },
+    }
+
+
+def _validate(learner, suite, val_batches, device, step, train_time, history, best, better):
+    value = evaluate(learner, suite, val_batches, device).mean().item()
+    history.append({"step": step, "time_s": train_time, "value": value})
+    if best is None or better(value, best["value"]):
+        state = {k: v.detach().clone() for k, v in learner.state_dict().items()}
+        return {"step": step, "value": value, "state": state}
+    return best
+
+
+def base_record(run: Run, device: torch.device) -> dict[str, Any]:
+    bench = run.benchmark
+    published = bench.published.get(run.algorithm.name)
+    return {
+        "schema": SCHEMA,
+        "key": run.key,
+        "algorithm": run.algorithm.name,
+        "family": run.algorithm.family,
+        "plugin": run.algorithm.source,
+        "plugin_version": run.algorithm.version,
+        "benchmark": bench.name,
+        "benchmark_source": bench.source,
+        "suite": bench.suite,
+        "protocol_hash": bench.hash(),
+        "evaluation": dataclasses.asdict(bench.evaluation),
+        "budget": dataclasses.asdict(bench.training),
+        "seed": run.seed,
+        "published": dataclasses.asdict(published) if published else None,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "metazoo": metazoo.__version__,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {cpu_model()} ({torch.get_num_threads()} threads)"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated, or on CPU the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def git_commit() -> str | None:
+    """The commit of the metazoo source tree, when it is a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def bench(
+    zoo: Zoo,
+    benchmark: Benchmark,
+    algorithms: list[Entry],
+    seeds: list[int],
+    device: torch.device,
+    out: Path,
+    force: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+    suite_options: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Run algorithms × seeds on one benchmark, skipping runs whose record already exists."""
+    records = []
+    for entry in algorithms:
+        for seed in seeds:
+            run = Run(benchmark, entry, seed)
+            path = run.path(out)
+            if path.exists() and not force:
+                existing = json.loads(path.read_text())
+                if existing.get("status") == "ok":
+                    log(f"{entry.name} seed {seed}: done before, kept ({path})")
+                    records.append(existing)
+                    continue
+            record = execute(run, zoo, device, progress, suite_options)
+            write_record(record, path)
+            if record["status"] == "ok":
+                test = record["test"]
+                log(f"{entry.name} seed {seed}: {record['metric']} {test['mean']:.4g} ± {test['ci95']:.2g} "
+                    f"({record['train']['steps']} steps, {record['train']['time_s']:.1f} s)")
+            else:
+                log(f"{entry.name} seed {seed}: FAILED: {record['error']}")
+            records.append(record)
+    return records

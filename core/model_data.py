@@ -1,0 +1,144 @@
+"""Base class of model-data meta-learners: classify each task's queries from its support set
+in a learnt embedding, with no inner loop of parameter updates (DESIGN §3).
+
+A plugin overrides :meth:`ModelDataLearner.score`, which scores one task's query embeddings
+against its support embeddings. The base class embeds each task's examples with the suite's
+backbone (see :func:`embedding`), maps ``score`` over the tasks of a batch with
+:mod:`metazoo.engine` (vectorised or looped), and trains the embedding by cross-entropy on the
+query labels, pooling meta-gradients over chunks and processes.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from metazoo.config import LearnerConfig, positive
+from metazoo.engine import GradientPool, choose_execution, map_tasks
+from metazoo.errors import ZooError
+from metazoo.learner import MetaLearner
+from metazoo.tasks import TaskBatch, TaskSuite, task_loss
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class ModelDataConfig(LearnerConfig):
+    """Hyperparameters of a model-data meta-learner."""
+
+    chunk_size: int | None = None  # tasks per chunk of the meta-batch (default: all at once)
+    execution: Literal["auto", "vmap", "loop"] = "auto"  # see metazoo.engine
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive(self, "chunk_size")
+
+
+def embedding(model: nn.Module) -> nn.Module:
+    """The embedding network inside a backbone: ``model.body`` if it has one, else, for an
+    :class:`torch.nn.Sequential` whose last layer is ``head``, the layers before ``head``.
+
+    Both built-in backbones qualify: :class:`metazoo.models.Conv4` (its ``body``) and
+    :class:`metazoo.models.MLP` (every layer but ``head``). The returned module shares its
+    parameters with ``model``.
+    """
+    body = getattr(model, "body", None)
+    if isinstance(body, nn.Module):
+        return body
+    if isinstance(model, nn.Sequential):
+        names = [name for name, _ in model.named_children()]
+        if len(names) > 1 and names[-1] == "head":
+            return nn.Sequential(*list(model.children())[:-1])
+    raise ZooError(
+        f"model-data learners embed with the backbone's body, but {type(model).__name__} has "
+        "neither a submodule 'body' nor is it an nn.Sequential whose last layer is 'head'"
+    )
+
+
+def one_hot(labels: Tensor, n_way: int, dtype: torch.dtype) -> Tensor:
+    """``[S]`` class labels → ``[S, n_way]`` one-hot rows (``vmap``-safe, unlike
+    ``F.one_hot``, which inspects the labels' values)."""
+    classes = torch.arange(n_way, device=labels.device)
+    return (labels.unsqueeze(-1) == classes).to(dtype)
+
+
+class ModelDataLearner(MetaLearner):
+    """Learns an embedding in which a task's support set classifies its queries directly.
+
+    Only classification suites are accepted. Each task's support and query images go through
+    the embedding in one forward pass, so batch statistics (see
+    :class:`metazoo.models.BatchStatNorm`) are those of the task's whole episode, as in the
+    Prototypical Networks reference code; tasks never share statistics, since the embedding is
+    mapped over tasks like a model-algorithm learner's inner loop.
+    """
+
+    family: ClassVar[str] = "model-data"
+    Config: ClassVar[type[ModelDataConfig]] = ModelDataConfig
+    config: ModelDataConfig
+
+    def __init__(self, model: nn.Module, suite: TaskSuite, **hyperparameters) -> None:
+        if suite.kind != "classification":
+            raise ZooError(
+                f"{self.name()} is a model-data learner: it classifies queries by their support "
+                f"set and needs a classification suite, but {suite.name} is a {suite.kind} suite"
+            )
+        super().__init__(model, suite, **hyperparameters)
+        # Not a registered submodule: its parameters are checkpointed once, under ``model``.
+        self.__dict__["embed"] = embedding(model)
+
+    # -- what a plugin overrides ----------------------------------------------------------------
+
+    @abstractmethod
+    def score(self, support: Tensor, support_y: Tensor, query: Tensor, n_way: int) -> Tensor:
+        """Logits ``[Q, n_way]`` of one task's queries, from support embeddings ``[S, D]`` with
+        labels ``[S]`` (``0..n_way-1``) and query embeddings ``[Q, D]``. Cross-entropy of these
+        logits on the query labels is the training loss. Runs under ``torch.vmap``: no
+        data-dependent Python control flow and no ``.item()``."""
+
+    # -- the engine -----------------------------------------------------------------------------
+
+    @property
+    def execution(self) -> str:
+        device = next(self.parameters()).device
+        return choose_execution(self.config.execution, self.model, device)
+
+    def logits(self, batch: TaskBatch) -> Tensor:
+        """Logits ``[T, Q, n_way]`` of every task's queries."""
+        n_way = int(batch.support_y.max()) + 1
+
+        def task_logits(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
+            z = self.embed(torch.cat([sx, qx]))  # [S + Q, D]: one episode, one set of statistics
+            support, query = z[: sx.shape[0]], z[sx.shape[0] :]
+            return self.score(support, sy, query, n_way)  # [Q, n_way]
+
+        return map_tasks(task_logits, batch.tensors(), self.execution)
+
+    def chunk_meta_gradient(self, chunk: TaskBatch) -> tuple[list[Tensor | None], Tensor]:
+        """Sum over the chunk's tasks of each task's gradient, and of its query loss."""
+        # task_loss averages over all T·Q queries; each task has Q, so ×T sums per-task means.
+        total = task_loss("classification", self.logits(chunk), chunk.query_y) * chunk.num_tasks
+        grads = torch.autograd.grad(total, list(self.parameters()), allow_unused=True)
+        return list(grads), total.detach()
+
+    def meta_gradient(self, batch: TaskBatch) -> float:
+        """Write the mean gradient over ``batch`` (pooled over chunks and processes) into
+        ``p.grad`` of every meta-parameter; return the mean query loss."""
+        self.train()
+        pool = GradientPool(list(self.parameters()))
+        for chunk in batch.split(self.config.chunk_size or batch.num_tasks):
+            grads, loss_sum = self.chunk_meta_gradient(chunk)
+            pool.add(grads, loss_sum, chunk.num_tasks)
+        pool.all_reduce()
+        return pool.apply()
+
+    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+        loss = self.meta_gradient(batch)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss}
+
+    def predict(self, batch: TaskBatch) -> Tensor:
+        self.eval()
+        with torch.no_grad():
+            return self.logits(batch)

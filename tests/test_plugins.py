@@ -1,0 +1,96 @@
+"""The plugin system: built-ins, third-party entry points, blocking, clashes, registries."""
+
+from __future__ import annotations
+
+import metazoo
+import pytest
+from metazoo.errors import PluginError, UsageError
+from metazoo.manager import BUILTIN_PLUGINS, Zoo, get_plugin_manager
+
+
+def test_builtins_register_every_algorithm_and_suite():
+    zoo = Zoo(get_plugin_manager(autoload=False))
+    assert {"maml", "fomaml", "reptile", "metasgd", "anil"} <= set(zoo.algorithms.names())
+    assert {"sinusoid", "hyperplanes"} <= set(zoo.suites.names())
+    assert zoo.algorithms.get("maml").family == "model-algorithm"
+    assert zoo.algorithms.get("maml").source.startswith("plugin maml (metazoo")
+    assert [p.name for p in zoo.plugins()] == list(BUILTIN_PLUGINS)
+
+
+def test_blocking_a_builtin_removes_its_entries():
+    zoo = Zoo(get_plugin_manager(blocked=["reptile"], autoload=False))
+    assert "reptile" not in zoo.algorithms
+    assert "maml" in zoo.algorithms
+
+
+def test_shell_patterns_select_in_order_and_unknown_names_list_choices():
+    zoo = Zoo(get_plugin_manager(autoload=False))
+    assert [e.name for e in zoo.algorithms.select(["*maml", "anil"])] == ["fomaml", "maml", "anil"]
+    with pytest.raises(UsageError, match=r"unknown algorithm 'mamba'.*available: anil, fomaml"):
+        zoo.algorithms.select(["mamba"])
+
+
+def test_misspelt_hook_is_an_error():
+    class Sloppy:
+        @metazoo.hookimpl
+        def zoo_register_algorithm(self, registry):  # missing "s"
+            pass
+
+    pm = get_plugin_manager(autoload=False)
+    pm.register(Sloppy(), name="sloppy")
+    with pytest.raises(Exception, match="zoo_register_algorithm"):
+        pm.check_pending()
+
+
+def test_clash_between_two_plugins_names_both():
+    class Copycat:
+        @metazoo.hookimpl
+        def zoo_register_suites(self, registry):
+            registry.add("sinusoid", object)
+
+    pm = get_plugin_manager(autoload=False)
+    pm.register(Copycat(), name="copycat")
+    with pytest.raises(PluginError, match=r"'sinusoid' is registered by both plugin sinusoid .* and plugin copycat"):
+        Zoo(pm).suites
+
+
+def test_third_party_entry_point_is_loaded(toy_plugin, monkeypatch):
+    monkeypatch.syspath_prepend(str(toy_plugin))
+    zoo = Zoo(get_plugin_manager())
+    entry = zoo.algorithms.get("signmaml")
+    assert entry.source == "plugin toy (metazoo-toy 0.3.1)"
+    assert entry.version == "0.3.1"
+    assert "lines" in zoo.suites
+    assert "toy" in [p.name for p in zoo.plugins()]
+
+
+def test_autoload_can_be_turned_off(toy_plugin, monkeypatch):
+    monkeypatch.syspath_prepend(str(toy_plugin))
+    monkeypatch.setenv("METAZOO_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert "signmaml" not in Zoo(get_plugin_manager()).algorithms
+
+
+def test_installed_plugin_shows_in_list_and_runs_in_bench(toy_plugin, zoo_process, tmp_path):
+    listed = zoo_process("list", sites=(toy_plugin,))
+    assert listed.returncode == 0, listed.stderr
+    assert "signmaml" in listed.stdout and "metazoo-toy 0.3.1" in listed.stdout
+    assert "lines" in listed.stdout
+    plugins = zoo_process("plugins", sites=(toy_plugin,))
+    assert "toy" in plugins.stdout and "zoo_register_algorithms, zoo_register_suites" in plugins.stdout
+
+    ran = zoo_process("bench", "--algos", "signmaml,maml", "--suite", "lines", "--steps", "30",
+                      "--out", str(tmp_path), "--quiet", sites=(toy_plugin,))
+    assert ran.returncode == 0, ran.stderr
+    assert "signmaml" in ran.stdout and "maml" in ran.stdout
+    assert len(list((tmp_path / "lines" / "runs").glob("*.json"))) == 2
+
+
+def test_clash_with_builtin_fails_naming_both(clash_plugin, zoo_process):
+    result = zoo_process("list", sites=(clash_plugin,))
+    assert result.returncode == 1
+    assert "plugin maml (metazoo" in result.stderr
+    assert "plugin clash (metazoo-clash 1.0.0)" in result.stderr
+    assert "Traceback" not in result.stderr
+    blocked = zoo_process("-p", "no:clash", "list", sites=(clash_plugin,))
+    assert blocked.returncode == 0, blocked.stderr
+
