@@ -63,6 +63,9 @@ class Conv4(nn.Sequential):
     def __init__(
         self, in_channels: int = 1, out_features: int = 5, hidden: int = 64, image_size: int = 28
     ) -> None:
+        side = image_size // 16  # after four floor-halvings
+        if side < 1:
+            raise ValueError(f"Conv4 needs images of at least 16×16 pixels, got {image_size}")
         blocks: OrderedDict[str, nn.Module] = OrderedDict()
         for i in range(4):
             blocks[f"block{i}"] = nn.Sequential(
@@ -74,9 +77,6 @@ class Conv4(nn.Sequential):
                 )
             )
         blocks["flatten"] = nn.Flatten()  # [N, hidden, s, s] -> [N, hidden · s²]
-        side = image_size // 16  # four floor-halvings
-        if side < 1:
-            raise ValueError(f"Conv4 needs images of at least 16×16 pixels, got {image_size}")
         super().__init__(
             OrderedDict(
                 body=nn.Sequential(blocks),  # [N, C, H, W] -> [N, hidden · side²]

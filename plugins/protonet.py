@@ -2,21 +2,31 @@
 
 Each class's prototype is the mean of its support embeddings, c_k = (1/|S_k|) Σ f(x_i) (Eq. 1);
 a query's logits are its negative squared Euclidean distances to the prototypes,
-p(y = k | x) ∝ exp(−‖f(x) − c_k‖²) (Eq. 2). The defaults of
-:class:`metazoo.model_data.ModelDataConfig`, Adam at learning rate 1e-3, are the paper's (§3.1);
-its halving of the rate every 2000 episodes and its higher training way are left to the
-benchmark spec.
+p(y = k | x) ∝ exp(−‖f(x) − c_k‖²) (Eq. 2). The outer optimiser defaults to the paper's, Adam
+at learning rate 1e-3 (§3.1); its halving of the rate every 2000 episodes and its higher way in
+training are left to the benchmark spec.
 """
 
+from dataclasses import dataclass
+from typing import Literal
+
 import metazoo
-from metazoo.model_data import ModelDataLearner, one_hot
+from metazoo.model_data import ModelDataConfig, ModelDataLearner, one_hot
 from torch import Tensor
 
 PAPER = "Snell, Swersky & Zemel. Prototypical Networks for Few-shot Learning. NeurIPS 2017"
 
 
+@dataclass(frozen=True)
+class ProtoNetConfig(ModelDataConfig):
+    outer_lr: float = 1e-3  # Snell et al. 2017, §3.1
+    outer_optimizer: Literal["adam", "sgd"] = "adam"  # ibid.
+
+
 class ProtoNet(ModelDataLearner):
     """Nearest class-mean classification by squared Euclidean distance."""
+
+    Config = ProtoNetConfig
 
     def score(self, support: Tensor, support_y: Tensor, query: Tensor, n_way: int) -> Tensor:
         members = one_hot(support_y, n_way, support.dtype)  # [S, N]
