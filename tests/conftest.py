@@ -13,6 +13,18 @@ import pytest
 THIRDPARTY = Path(__file__).parent / "thirdparty"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def decoded_data_cache(tmp_path_factory):
+    """One dataset-decode cache for the whole test session (and the subprocesses it starts)."""
+    previous = os.environ.get("METAZOO_CACHE")
+    os.environ["METAZOO_CACHE"] = str(tmp_path_factory.mktemp("metazoo-cache"))
+    yield
+    if previous is None:
+        del os.environ["METAZOO_CACHE"]
+    else:
+        os.environ["METAZOO_CACHE"] = previous
+
+
 @pytest.fixture
 def zoo(capsys):
     """Run ``zoo ARGS`` in-process; returns (exit status, stdout, stderr)."""
