@@ -1,0 +1,1 @@
+"""Benchmark specs (TOML package data) and the speed benchmarks of metazoo."""
