@@ -35,11 +35,12 @@ class Training:
     """The meta-training budget: ``steps`` outer updates, or ``time`` seconds, whichever first."""
 
     steps: int | None = 1000
-    time: float | None = None  # seconds of meta-training (validation excluded)
-    val_every: int = 250  # validate every this many steps, and at the end
+    time: float | None = None  # seconds of meta-training, task sampling included, validation excluded
+    val_every: int | None = 250  # validate every this many steps, and at the end
+    val_every_s: float | None = None  # or every this many seconds of meta-training
 
     def __post_init__(self) -> None:
-        positive(self, "steps", "time", "val_every")
+        positive(self, "steps", "time", "val_every", "val_every_s")
         if self.steps is None and self.time is None:
             raise ZooError("a training budget needs steps or time")
 

@@ -169,8 +169,8 @@ def _train_and_test(run, zoo, device, progress, suite_options) -> dict[str, Any]
     bar = tqdm(total=budget.steps, desc=f"{run.algorithm.name} seed {run.seed}", disable=not progress,
                leave=False, unit="step", dynamic_ncols=True)
     while (budget.steps is None or step < budget.steps) and (budget.time is None or train_time < budget.time):
-        batch = suite.sample("train", meta_batch, train_stream).to(device)
         tick = time.perf_counter()
+        batch = suite.sample("train", meta_batch, train_stream).to(device)
         loss = learner.meta_train_step(batch)["loss"]
         train_time += time.perf_counter() - tick
         step += 1
@@ -179,7 +179,10 @@ def _train_and_test(run, zoo, device, progress, suite_options) -> dict[str, Any]
         bar.update()
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss:.4g}")
-        if step % budget.val_every == 0:
+        last_val_time = history[-1]["time_s"] if history else 0.0
+        if (budget.val_every and step % budget.val_every == 0) or (
+            budget.val_every_s and train_time - last_val_time >= budget.val_every_s
+        ):
             best = _validate(learner, suite, val_batches, device, step, train_time, history, best, better)
     bar.close()
     if not history or history[-1]["step"] != step:
