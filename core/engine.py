@@ -48,31 +48,45 @@ def _stack(outputs: list[Any]) -> Any:
 
 class GradientPool:
     """Sums of meta-gradients (and losses) over chunks of a meta-batch, and over processes when
-    ``torch.distributed`` is initialised; ``mean()`` divides by the total number of tasks."""
+    ``torch.distributed`` is initialised; ``apply()`` writes the mean over all tasks.
+
+    The first chunk's gradients are kept as they are (no zero-filled buffers to add them into);
+    later chunks are added out of place, so a tensor passed to :meth:`add` is never modified.
+    """
 
     def __init__(self, params: Sequence[torch.Tensor]) -> None:
         self.params = list(params)
-        self.grad_sums = [torch.zeros_like(p) for p in self.params]
-        device = self.params[0].device if self.params else None
-        self.stats = torch.zeros(2, dtype=torch.float64, device=device)  # [task count, loss sum]
+        self.grad_sums: list[torch.Tensor | None] = [None] * len(self.params)
+        self.tasks = 0
+        self.loss_sum: torch.Tensor | None = None  # float64
 
     def add(self, grad_sums: Sequence[torch.Tensor | None], loss_sum: torch.Tensor, tasks: int) -> None:
-        for pooled, grad in zip(self.grad_sums, grad_sums):
+        for i, grad in enumerate(grad_sums):
             if grad is not None:
-                pooled.add_(grad)
-        self.stats[0] += tasks
-        self.stats[1] += loss_sum.detach().to(torch.float64)
+                pooled = self.grad_sums[i]
+                self.grad_sums[i] = grad if pooled is None else pooled + grad
+        loss = loss_sum.detach().to(torch.float64)
+        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
+        self.tasks += tasks
 
     def all_reduce(self) -> None:
         """Sum the pool over all processes of the default group (no-op when not distributed)."""
         if dist.is_available() and dist.is_initialized():
+            # Every process reduces every tensor; clones leave the tensors given to add() intact.
+            self.grad_sums = [
+                torch.zeros_like(p) if g is None else g.clone()
+                for p, g in zip(self.params, self.grad_sums)
+            ]
             for grad in self.grad_sums:
                 dist.all_reduce(grad)
-            dist.all_reduce(self.stats)
+            stats = torch.cat([self.loss_sum.reshape(1), self.loss_sum.new_tensor([self.tasks])])
+            dist.all_reduce(stats)
+            self.loss_sum, self.tasks = stats[0], int(stats[1].item())
 
     def apply(self) -> float:
-        """Write the mean meta-gradient into ``p.grad`` of every parameter; return the mean loss."""
-        count = self.stats[0].item()
+        """Write the mean meta-gradient into ``p.grad`` of every parameter (zeros where no chunk
+        gave one); return the mean loss."""
+        count = float(self.tasks)
         for param, grad in zip(self.params, self.grad_sums):
-            param.grad = grad / count
-        return (self.stats[1] / count).item()
+            param.grad = torch.zeros_like(param) if grad is None else grad / count
+        return (self.loss_sum / count).item()

@@ -109,7 +109,8 @@ class ModelAlgorithmLearner(MetaLearner):
         ``p.grad`` of every meta-parameter; return the mean query loss."""
         self.train()
         pool = GradientPool(list(self.parameters()))
-        for chunk in batch.split(self.config.chunk_size or batch.num_tasks):
+        size = self.config.chunk_size
+        for chunk in batch.split(size) if size and size < batch.num_tasks else [batch]:
             grads, loss_sum = self.chunk_meta_gradient(chunk)
             pool.add(grads, loss_sum, chunk.num_tasks)
         pool.all_reduce()
