@@ -3,8 +3,10 @@ vectorised engine against a plain per-task reference loop (issue 2, item 9).
 
 Both paths do the same work per meta-iteration: from a pre-sampled meta-batch (MLP 1-40-40-1,
 K=10 support and 10 query points per task, 1 inner step at α=0.01), the second-order
-meta-gradient of the mean query loss, one Adam outer step, and the loss as a Python float.
-Before timing, both paths are checked to give the same meta-gradient from the same weights.
+meta-gradient of the mean query loss, one outer step of the same Adam optimiser (unless
+``--gradient-only``), and the loss as a Python float. Before timing, both paths are checked to
+give the same meta-gradient and loss from the same weights. Engine and loop alternate in short
+rounds, so that load from other processes hits both alike; the table gives medians.
 
     python -m metazoo.benchmarks.speed [--device cpu] [--batches 25,100] [--seconds 1.5]
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
+import os
 import platform
 import statistics
 import sys
@@ -33,9 +37,10 @@ OUTER_LR = 1e-3
 class ReferenceLoop:
     """Second-order MAML written the plain way: one task at a time, summed, one backward."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self.model = model
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=OUTER_LR)
+        # The engine's optimiser class and settings, so that the outer steps cost the same.
+        self.optimizer = type(optimizer)(model.parameters(), **optimizer.defaults)
 
     def meta_gradient(self, batch: TaskBatch) -> torch.Tensor:
         params = dict(self.model.named_parameters())
@@ -55,6 +60,12 @@ class ReferenceLoop:
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss.item()}
 
+    def gradient_step(self, batch: TaskBatch) -> float:
+        """The meta-gradient alone, as ``ModelAlgorithmLearner.meta_gradient`` computes it."""
+        loss = self.meta_gradient(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
 
 def make_pair(num_tasks: int, device: torch.device, seed: int = 0):
     """The ``maml`` learner from the registry, a reference loop on a copy of the same weights,
@@ -63,20 +74,24 @@ def make_pair(num_tasks: int, device: torch.device, seed: int = 0):
     suite = zoo.suites.get("sinusoid").factory(shots=10, queries=10)
     torch.manual_seed(seed)
     model = suite.make_model()
-    reference = ReferenceLoop(copy.deepcopy(model).to(device))
+    reference_model = copy.deepcopy(model).to(device)
     learner = zoo.algorithms.get("maml").factory(
         model, suite, meta_batch=num_tasks, inner_steps=1, inner_lr=INNER_LR,
         outer_lr=OUTER_LR, outer_optimizer="adam",
     ).to(device)
+    reference = ReferenceLoop(reference_model, learner.optimizer)
     batch = suite.sample("train", num_tasks, torch.Generator().manual_seed(seed)).to(device)
     return learner, reference, batch
 
 
 def check_same_meta_gradient(learner, reference: ReferenceLoop, batch: TaskBatch) -> None:
-    """Assert that engine and reference compute the same meta-gradient (weights unchanged)."""
+    """Assert that engine and reference compute the same meta-gradient and loss (the weights
+    are left unchanged)."""
     learner.zero_grad(set_to_none=True)
-    learner.meta_gradient(batch)
-    reference.meta_gradient(batch)
+    loss = learner.meta_gradient(batch)
+    expected = reference.meta_gradient(batch).item()
+    if abs(loss - expected) > 1e-5 * abs(expected):
+        raise AssertionError(f"losses differ: engine {loss}, reference {expected}")
     for (name, p), q in zip(learner.model.named_parameters(), reference.model.parameters()):
         if not torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6):
             raise AssertionError(f"meta-gradients differ on {name}: "
@@ -103,13 +118,22 @@ def iterations_per_second(step: Callable[[], object], seconds: float, device: to
             return count / elapsed
 
 
-def measure(num_tasks: int, device: torch.device, seconds: float, rounds: int) -> dict:
+def measure(num_tasks: int, device: torch.device, seconds: float, rounds: int,
+            gradient_only: bool = False) -> dict:
     """Median it/s of engine and reference over ``rounds`` interleaved rounds, and the median
     of the per-round ratios."""
     learner, reference, batch = make_pair(num_tasks, device)
     check_same_meta_gradient(learner, reference, batch)
-    engine_step = lambda: learner.meta_train_step(batch)  # noqa: E731
-    reference_step = lambda: reference.meta_train_step(batch)  # noqa: E731
+    if gradient_only:
+        def engine_step():
+            loss = learner.meta_gradient(batch)
+            learner.zero_grad(set_to_none=True)
+            return loss
+
+        reference_step = lambda: reference.gradient_step(batch)  # noqa: E731
+    else:
+        engine_step = lambda: learner.meta_train_step(batch)  # noqa: E731
+        reference_step = lambda: reference.meta_train_step(batch)  # noqa: E731
     for step in (engine_step, reference_step):  # warm-up: allocator, optimiser state
         for _ in range(3):
             step()
@@ -130,23 +154,30 @@ def measure(num_tasks: int, device: torch.device, seconds: float, rounds: int) -
 
 
 def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, with family and model numbers where given."""
+    info = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    name = info.get("model name") or platform.processor() or "unknown"
+    if "cpu family" in info and "model" in info:
+        name += f" (family {info['cpu family']}, model {info['model']})"
+    return name
 
 
 def describe(device: torch.device) -> list[tuple[str, str]]:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     rows = [
+        ("date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
         ("device", str(device)),
         ("torch", torch.__version__),
         ("python", platform.python_version()),
-        ("threads", str(torch.get_num_threads())),
-        ("CPU", cpu_model()),
+        ("CPU", f"{cpu_model()}, {cores} cores available"),
+        ("torch threads", str(torch.get_num_threads())),
     ]
     if device.type == "cuda":
         rows.append(("GPU", torch.cuda.get_device_name(device)))
@@ -160,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=1.5, help="seconds per timed round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for this process")
+    parser.add_argument("--gradient-only", action="store_true",
+                        help="time the meta-gradient without the outer optimiser step")
     parser.add_argument("--format", default="github", help="tabulate table format")
     args = parser.parse_args(argv)
 
@@ -176,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     print(tabulate(describe(device), tablefmt="plain"))
-    print("second-order MAML, sinusoid, MLP 1-40-40-1, K=10, 10 queries, 1 inner step, "
-          f"α={INNER_LR}; meta-gradient + Adam step per iteration; median of {args.rounds} "
-          f"interleaved rounds of {args.seconds:g} s\n")
-    rows = [measure(b, device, args.seconds, args.rounds) for b in batches]
+    work = "meta-gradient only" if args.gradient_only else "meta-gradient + Adam step"
+    print("\nsecond-order MAML, sinusoid, MLP 1-40-40-1, K=10, 10 queries, 1 inner step, "
+          f"α={INNER_LR}; {work} per iteration; median of {args.rounds} interleaved rounds "
+          f"of {args.seconds:g} s\n")
+    rows = [measure(b, device, args.seconds, args.rounds, args.gradient_only) for b in batches]
     print(tabulate(rows, headers="keys", tablefmt=args.format, floatfmt=".1f"))
     return 0
 
