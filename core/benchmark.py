@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -84,6 +85,19 @@ class Benchmark:
             published={} if changed else self.published,
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved spec as a table that :func:`benchmark_from_dict` reads back."""
+        return {
+            "name": self.name,
+            "suite": self.suite,
+            "description": self.description,
+            "protocol": dict(self.protocol),
+            "evaluation": dataclasses.asdict(self.evaluation),
+            "training": dataclasses.asdict(self.training),
+            "algorithms": {k: dict(v) for k, v in self.algorithms.items()},
+            "published": {k: dataclasses.asdict(v) for k, v in self.published.items()},
+        }
+
     def hash(self) -> str:
         """Digest of what defines the tasks and the evaluation (not the training budget)."""
         blob = json.dumps(
@@ -93,6 +107,7 @@ class Benchmark:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _TOP_LEVEL = {"name", "suite", "description", "protocol", "evaluation", "training", "algorithms", "published"}
 
 
@@ -128,7 +143,12 @@ def load_benchmark(path: Path) -> Benchmark:
         raise UsageError(f"benchmark spec {path} does not exist") from None
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ZooError(f"{path}: not a readable TOML file: {exc}") from None
-    where = str(path)
+    return benchmark_from_dict(data, str(path), default_name=Path(path).stem)
+
+
+def benchmark_from_dict(data: dict[str, Any], where: str, default_name: str | None = None) -> Benchmark:
+    """Check a spec given as a table (a parsed TOML file, or :meth:`Benchmark.to_dict` read
+    back from a record) and build it; ``where`` names its origin in every error."""
     unknown = sorted(set(data) - _TOP_LEVEL)
     if unknown:
         raise ZooError(
@@ -138,12 +158,16 @@ def load_benchmark(path: Path) -> Benchmark:
         raise ZooError(f"{where}: key 'suite' (the task suite's name, a string) is required")
     for key in ("protocol", "evaluation", "training", "algorithms", "published"):
         if not isinstance(data.get(key, {}), dict):
-            raise ZooError(f"{where}: [{key}] must be a table")
-    for algo, table in data.get("algorithms", {}).items():
-        if not isinstance(table, dict):
-            raise ZooError(f"{where}: [algorithms.{algo}] must be a table of hyperparameters")
+            raise ZooError(f"{where}: [{key}] must be a table, got {data[key]!r}")
+    for section in ("algorithms", "published"):
+        for algo, table in data.get(section, {}).items():
+            if not isinstance(table, dict):
+                raise ZooError(f"{where}: [{section}.{algo}] must be a table, got {table!r}")
+    name = _string(data, "name", where, default_name)
+    if not _NAME.fullmatch(name):
+        raise ZooError(f"{where}: name {name!r} must be letters, digits and . _ + - (it names a folder)")
     return Benchmark(
-        name=_string(data, "name", where, Path(path).stem),
+        name=name,
         suite=data["suite"],
         description=_string(data, "description", where, ""),
         protocol=dict(data.get("protocol", {})),
@@ -158,8 +182,10 @@ def load_benchmark(path: Path) -> Benchmark:
     )
 
 
-def _string(data: dict, key: str, where: str, default: str) -> str:
+def _string(data: dict, key: str, where: str, default: str | None) -> str:
     value = data.get(key, default)
     if not isinstance(value, str):
+        if value is None:
+            raise ZooError(f"{where}: key {key!r} (a string) is required")
         raise ZooError(f"{where}: key {key!r} must be a string, got {value!r}")
     return value

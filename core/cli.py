@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -9,8 +12,9 @@ import click
 import metazoo
 import pandas as pd
 from metazoo import harness
-from metazoo.benchmark import builtin_benchmarks, find_benchmark
+from metazoo.benchmark import Benchmark, builtin_benchmarks, find_benchmark
 from metazoo.errors import UsageError, ZooError
+from metazoo.executors import Executor, InProcess, ProcessPool, RayExecutor, WorkerContext
 from metazoo.leaderboard import FORMATS, render, summarize
 from metazoo.manager import Zoo, get_plugin_manager, parse_plugin_options
 from metazoo.records import read_records
@@ -48,8 +52,9 @@ def _check_writable(out: Path) -> None:
 @cli.command()
 @click.option("--algos", default="*", show_default=True,
               help="Comma-separated algorithm names or shell patterns ('maml*').")
-@click.option("--benchmark", "benchmark_name", metavar="NAME|PATH",
-              help="A built-in benchmark spec (see `zoo list`) or a TOML file.")
+@click.option("--benchmark", "benchmark_names", multiple=True, metavar="NAME|PATH[,...]",
+              help="Built-in benchmark specs (see `zoo list`) or TOML files; repeat the option or "
+                   "separate with commas.")
 @click.option("--suite", help="Run a suite on its default protocol (its built-in spec if any).")
 @click.option("--ways", type=int, help="Classes per task (classification suites).")
 @click.option("--shots", type=int, help="Support examples per class (or per task, for regression).")
@@ -62,64 +67,100 @@ def _check_writable(out: Path) -> None:
 @click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(file_okay=False),
               help="Results directory: one JSON record per run plus leaderboards.")
 @click.option("--force", is_flag=True, help="Re-run runs that already have a record.")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the leaderboard.")
+@click.option("--workers", type=int,
+              help="Runs at once: a local pool of N processes (default 1: in this process); with "
+                   "--executor ray, at most N Ray tasks (default: the cluster's CPUs).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where runs execute: this machine, or a Ray cluster (pip install 'metazoo[ray]').")
+@click.option("--address", metavar="ADDR",
+              help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray on 127.0.0.1).")
+@click.option("--retries", type=int, default=2, show_default=True,
+              help="Times a run is started again when its worker process dies (pool and Ray).")
+@click.option("--from-record", "from_records", multiple=True, type=click.Path(dir_okay=False),
+              metavar="FILE", help="Re-run exactly the run of this record (repeatable) into --out.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the leaderboard (and warnings).")
 @click.pass_obj
-def bench(zoo: Zoo, algos, benchmark_name, suite, ways, shots, queries, seeds, steps, seconds,
-          device, data_dir, out, force, quiet) -> None:
-    """Meta-train algorithms side by side and print their leaderboard.
+def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, steps, seconds,
+          device, data_dir, out, force, workers, executor, address, retries, from_records, quiet) -> None:
+    """Meta-train algorithms side by side on benchmarks × seeds and print their leaderboards.
 
-    With no options: every algorithm on the quick sinusoid benchmark."""
+    With no options: every algorithm on the quick sinusoid benchmark. Finished runs are kept
+    (resume by running the same command again); concurrent processes on one --out share the runs.
+    """
     for name, value in (("--ways", ways), ("--shots", shots), ("--queries", queries),
-                        ("--seeds", seeds), ("--steps", steps), ("--time", seconds)):
+                        ("--seeds", seeds), ("--steps", steps), ("--time", seconds), ("--workers", workers)):
         _positive(name, value)
-    if benchmark_name and suite:
+    if retries < 0:
+        raise UsageError(f"--retries must be 0 or more, got {retries}")
+    if address and executor != "ray":
+        raise UsageError("--address is for --executor ray")
+    names = [n.strip() for value in benchmark_names for n in value.split(",") if n.strip()]
+    if names and suite:
         raise UsageError("give --benchmark or --suite, not both")
     torch_device = harness.resolve_device(device)
-    if suite:
-        zoo.suites.get(suite)  # unknown suite → exit 2 with the available names
-        spec = find_benchmark(suite) if suite in builtin_benchmarks() else _bare_benchmark(suite)
-    else:
-        spec = find_benchmark(benchmark_name or DEFAULT_BENCHMARK)
-        zoo.suites.get(spec.suite)
-    protocol = {k: v for k, v in (("ways", ways), ("shots", shots), ("queries", queries)) if v is not None}
-    budget = {}
-    if steps is not None or seconds is not None:
-        budget = {"steps": steps, "time": seconds}
-    spec = spec.with_overrides(protocol, budget)
     out_dir = Path(out)
     _check_writable(out_dir)
-
     suite_options = {"data_dir": data_dir} if data_dir else {}
-    probe_suite = harness.make_suite(zoo, spec, **suite_options)
-    explicit = algos != "*"
-    entries = zoo.algorithms.select([a.strip() for a in algos.split(",") if a.strip()])
-    if probe_suite.kind == "regression":
-        skipped = [e.name for e in entries if e.family == "model-data"]
-        if skipped and explicit:
-            raise UsageError(f"{', '.join(skipped)}: model-data learners need a classification suite, "
-                             f"and {spec.suite} is a regression suite")
-        entries = [e for e in entries if e.family != "model-data"]
-    for entry in entries:  # check every algorithm's hyperparameters before anything runs
-        harness.make_learner(harness.Run(spec, entry, 0), probe_suite)
-
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
-    log(f"benchmark {spec.name} ({spec.source}): {', '.join(e.name for e in entries)} × {seeds} seed(s) "
-        f"on {harness.device_name(torch_device)}")
-    records = harness.bench(zoo, spec, entries, list(range(seeds)), torch_device, out_dir, force=force,
-                            progress=not quiet and sys.stderr.isatty(), log=log, suite_options=suite_options)
-    table = summarize(records)
-    markdown = render(table, "md")
-    folder = out_dir / spec.name
-    (folder / "leaderboard.md").write_text(markdown)
-    (folder / "leaderboard.csv").write_text(render(table, "csv"))
-    click.echo(markdown)
-    log(f"records and leaderboard.md/.csv written to {folder}")
+
+    if from_records:
+        given = [option for option, value in (
+            ("--algos", algos != "*"), ("--benchmark", names), ("--suite", suite), ("--ways", ways),
+            ("--shots", shots), ("--queries", queries), ("--seeds", seeds != 1), ("--steps", steps),
+            ("--time", seconds)) if value]
+        if given:
+            raise UsageError(f"--from-record takes the benchmark, algorithm, seed and budget from the "
+                             f"record; drop {', '.join(given)}")
+        runs = [harness.run_from_record(zoo, Path(path), suite_options, _warn) for path in from_records]
+    else:
+        if suite:
+            zoo.suites.get(suite)  # unknown suite → exit 2 with the available names
+            specs = [find_benchmark(suite) if suite in builtin_benchmarks() else Benchmark(name=suite, suite=suite)]
+        else:
+            specs = [find_benchmark(name) for name in names or [DEFAULT_BENCHMARK]]
+        protocol = {k: v for k, v in (("ways", ways), ("shots", shots), ("queries", queries)) if v is not None}
+        budget = {"steps": steps, "time": seconds} if steps is not None or seconds is not None else {}
+        specs = [spec.with_overrides(protocol, budget) for spec in specs]
+        patterns = [a.strip() for a in algos.split(",") if a.strip()]
+        runs = harness.plan(zoo, specs, patterns, list(range(seeds)), suite_options, _warn)
+
+    context = WorkerContext.of(zoo, device, suite_options)
+    if executor == "ray":
+        runner: Executor = RayExecutor(context, address, retries)
+        runner.slots = workers or runner.slots
+        where = f"Ray, {runner.slots} at once"
+    elif workers and workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        runner = ProcessPool(dataclasses.replace(context, threads=threads), workers, retries, log)
+        where = f"{workers} worker processes, {threads} torch thread(s) each"
+    else:
+        runner = InProcess(zoo, context, progress=not quiet and sys.stderr.isatty())
+        where = "in this process"
+    benchmarks = list(dict.fromkeys(run.benchmark.name for run in runs))
+    log(f"{len(runs)} run(s): {', '.join(benchmarks)} × {', '.join(dict.fromkeys(r.algorithm.name for r in runs))} "
+        f"× seed(s) {', '.join(map(str, sorted({r.seed for r in runs})))} on {harness.device_name(torch_device)}, "
+        f"{where}")
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        records = harness.bench(runs, runner, out_dir, torch_device, force=force, log=log, warn=_warn)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for name in benchmarks:
+        table = summarize([r for r in records if r["benchmark"] == name])
+        folder = out_dir / name
+        (folder / "leaderboard.md").write_text(render(table, "md"))
+        (folder / "leaderboard.csv").write_text(render(table, "csv"))
+    click.echo(render(summarize(records), "md"))
+    log(f"records and leaderboard.md/.csv written to {', '.join(str(out_dir / n) for n in benchmarks)}")
 
 
-def _bare_benchmark(suite: str):
-    from metazoo.benchmark import Benchmark
+def _warn(message: str) -> None:
+    click.echo(f"zoo: warning: {message}", err=True)
 
-    return Benchmark(name=suite, suite=suite)
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops ``zoo bench`` as Ctrl-C does: runs in progress are stopped, claims released."""
+    raise KeyboardInterrupt
 
 
 @cli.command(name="list")

@@ -17,18 +17,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import metazoo
 import torch
-from metazoo.benchmark import Benchmark
+from metazoo.benchmark import Benchmark, benchmark_from_dict
 from metazoo.errors import UsageError, ZooError
 from metazoo.learner import MetaLearner
 from metazoo.manager import Zoo
-from metazoo.records import SCHEMA, record_path, write_record
+from metazoo.records import SCHEMA, RunLock, read_record, record_path, write_record
 from metazoo.registry import Entry
 from metazoo.tasks import TaskSuite, task_metrics
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from metazoo.executors import Executor
 
 
 class DivergedError(ZooError):
@@ -91,7 +94,8 @@ def make_suite(zoo: Zoo, benchmark: Benchmark, **options: Any) -> TaskSuite:
     try:
         return entry.factory(**benchmark.protocol, **options)
     except (ZooError, TypeError, ValueError) as exc:
-        raise ZooError(f"{benchmark.source}: [protocol] of suite {benchmark.suite}: {exc}") from None
+        message = str(exc).removeprefix(f"suite {benchmark.suite}: ")
+        raise ZooError(f"{benchmark.source}: [protocol] of suite {benchmark.suite}: {message}") from None
 
 
 def make_learner(run: Run, suite: TaskSuite) -> MetaLearner:
@@ -235,6 +239,7 @@ def base_record(run: Run, device: torch.device) -> dict[str, Any]:
         "evaluation": dataclasses.asdict(bench.evaluation),
         "budget": dataclasses.asdict(bench.training),
         "seed": run.seed,
+        "spec": bench.to_dict(),
         "published": dataclasses.asdict(published) if published else None,
         "device": device_name(device),
         "torch": torch.__version__,
@@ -243,6 +248,11 @@ def base_record(run: Run, device: torch.device) -> dict[str, Any]:
         "git_commit": git_commit(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def failed_record(run: Run, device: torch.device, error: str) -> dict[str, Any]:
+    """The record of a run that ended without one of its own (its worker died, say)."""
+    return {**base_record(run, device), "status": "failed", "error": error}
 
 
 def device_name(device: torch.device) -> str:
@@ -279,37 +289,152 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def bench(
+def plan(
     zoo: Zoo,
-    benchmark: Benchmark,
-    algorithms: list[Entry],
+    specs: list[Benchmark],
+    algorithms: list[str],
     seeds: list[int],
-    device: torch.device,
-    out: Path,
-    force: bool = False,
-    progress: bool = False,
-    log: Callable[[str], None] = print,
     suite_options: dict[str, Any] | None = None,
+    warn: Callable[[str], None] = print,
+) -> list[Run]:
+    """Check every benchmark's protocol and every algorithm's hyperparameters before anything
+    runs, and list the runs: benchmarks × algorithms × seeds, in that order.
+
+    ``algorithms`` are names or shell patterns; ``["*"]`` takes every algorithm that fits each
+    suite, while a model-data learner named explicitly is an error if no suite is a
+    classification suite.
+    """
+    entries = zoo.algorithms.select(algorithms)
+    explicit = algorithms != ["*"]
+    runs, placed = [], set()
+    for spec in specs:
+        zoo.suites.get(spec.suite)
+        for section, tables in (("algorithms", spec.algorithms), ("published", spec.published)):
+            for name in sorted(set(tables) - set(zoo.algorithms.names())):
+                warn(f"{spec.source}: [{section}.{name}] is for no registered algorithm; "
+                     f"available: {', '.join(zoo.algorithms.names())}")
+        suite = make_suite(zoo, spec, **(suite_options or {}))
+        fits = [e for e in entries if suite.kind == "classification" or e.family != "model-data"]
+        for entry in fits:
+            make_learner(Run(spec, entry, 0), suite)
+            placed.add(entry.name)
+            runs.extend(Run(spec, entry, seed) for seed in seeds)
+    unplaced = [e.name for e in entries if e.name not in placed]
+    if explicit and unplaced:
+        raise UsageError(f"{', '.join(unplaced)}: model-data learners need a classification suite, and "
+                         f"{', '.join(sorted({s.suite for s in specs}))} {'is a' if len(specs) == 1 else 'are'} "
+                         "regression suite(s)")
+    return runs
+
+
+def run_from_record(
+    zoo: Zoo, path: Path, suite_options: dict[str, Any] | None = None, warn: Callable[[str], None] = print
+) -> Run:
+    """The run a record was made by: its spec, algorithm and seed, checked as a spec is. A plugin
+    version or resolved hyperparameters that differ from the record's are warned about."""
+    problems: list[str] = []
+    record = read_record(path, warn=problems.append)
+    if record is None:
+        raise UsageError(problems[0] if problems else f"run record {path} does not exist")
+    if not isinstance(record.get("spec"), dict):
+        raise ZooError(f"{path}: the record has no 'spec' (it predates self-contained records); "
+                       "re-run it from its benchmark spec")
+    spec = benchmark_from_dict(record["spec"], f"{path} [spec]")
+    run = Run(spec, zoo.algorithms.get(record["algorithm"]), record["seed"])
+    learner = make_learner(run, make_suite(zoo, spec, **(suite_options or {})))
+    if run.key != record["key"]:
+        warn(f"{path}: {run.algorithm.name} is now {run.algorithm.source} version {run.algorithm.version}, "
+             f"the record has version {record.get('plugin_version')}: the re-run gets a new key")
+    resolved = json.loads(json.dumps(dataclasses.asdict(learner.config)))
+    recorded = record.get("hyperparameters", resolved)
+    changed = sorted(k for k in resolved.keys() | recorded.keys() if resolved.get(k) != recorded.get(k))
+    if changed:
+        warn(f"{path}: hyperparameters {', '.join(changed)} now resolve to other values than the record's")
+    return run
+
+
+def bench(
+    runs: list[Run],
+    executor: Executor,
+    out: Path,
+    device: torch.device,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    warn: Callable[[str], None] = print,
+    poll_s: float = 1.0,
 ) -> list[dict[str, Any]]:
-    """Run algorithms × seeds on one benchmark, skipping runs whose record already exists."""
-    records = []
-    for entry in algorithms:
-        for seed in seeds:
-            run = Run(benchmark, entry, seed)
-            path = run.path(out)
-            if path.exists() and not force:
-                existing = json.loads(path.read_text())
-                if existing.get("status") == "ok":
-                    log(f"{entry.name} seed {seed}: done before, kept ({path})")
-                    records.append(existing)
+    """Run ``runs`` on ``executor`` and return their records, in order.
+
+    A run with a successful record under ``out`` is kept (with ``force``, only if it was made
+    after this call began); a failed, corrupt or missing one is run. Each run is claimed with a
+    :class:`RunLock` while it executes, so concurrent calls on one directory share the work
+    and never run a run twice: a run claimed by another live process is waited for, and taken
+    over if that process dies without its record. Records are written here, atomically, as each
+    run finishes; an interruption loses only the runs in progress.
+    """
+    began = time.time()
+    records: dict[int, dict[str, Any]] = {}
+    queue = list(range(len(runs)))
+    waiting: list[int] = []  # claimed by other processes
+    announced: set[int] = set()
+    in_flight: dict[int, RunLock] = {}
+
+    def finished(index: int, loud: bool = True) -> dict[str, Any] | None:
+        path = runs[index].path(out)
+        record = read_record(path, warn=lambda message: loud and warn(f"{message}; running it again"))
+        if record is None or record.get("status") != "ok":
+            return None
+        if force and path.stat().st_mtime < began:
+            return None
+        return record
+
+    try:
+        while queue or in_flight or waiting:
+            while queue and len(in_flight) < executor.slots:
+                index = queue.pop(0)
+                run = runs[index]
+                label = f"{run.benchmark.name}: {run.algorithm.name} seed {run.seed}"
+                lock = RunLock(run.path(out))
+                record = finished(index)
+                if record is None and not lock.acquire():
+                    if index not in announced:
+                        log(f"{label}: running in {lock.holder()}; waiting for it")
+                        announced.add(index)
+                    waiting.append(index)
                     continue
-            record = execute(run, zoo, device, progress, suite_options)
-            write_record(record, path)
-            if record["status"] == "ok":
-                test = record["test"]
-                log(f"{entry.name} seed {seed}: {record['metric']} {test['mean']:.4g} ± {test['ci95']:.2g} "
-                    f"({record['train']['steps']} steps, {record['train']['time_s']:.1f} s)")
-            else:
-                log(f"{entry.name} seed {seed}: FAILED: {record['error']}")
-            records.append(record)
-    return records
+                if record is None and (record := finished(index, loud=False)) is not None:
+                    lock.release()  # it finished elsewhere between our look and our claim
+                if record is not None:
+                    done = "by another process" if index in announced else "before"
+                    log(f"{label}: done {done}, kept ({run.path(out)})")
+                    records[index] = record
+                    continue
+                for leftover in run.path(out).parent.glob(f".{run.path(out).name}.*.tmp"):
+                    leftover.unlink(missing_ok=True)  # from a writer that was killed
+                in_flight[index] = lock
+                executor.submit(index, run)
+            if in_flight:
+                for index, outcome in executor.wait():
+                    run = runs[index]
+                    record = outcome if isinstance(outcome, dict) else failed_record(run, device, str(outcome))
+                    write_record(record, run.path(out))
+                    in_flight.pop(index).release()
+                    records[index] = record
+                    log(_outcome_line(record))
+            elif waiting:
+                time.sleep(poll_s)
+                queue, waiting = waiting, []
+    finally:
+        executor.close()
+        for lock in in_flight.values():
+            lock.release()
+    return [records[i] for i in range(len(runs))]
+
+
+def _outcome_line(record: dict[str, Any]) -> str:
+    label = f"{record['benchmark']}: {record['algorithm']} seed {record['seed']}"
+    if record["status"] != "ok":
+        return f"{label}: FAILED: {record['error']}"
+    test, train = record["test"], record["train"]
+    return (f"{label}: {record['metric']} {test['mean']:.4g} ± {test['ci95']:.2g} "
+            f"({train['steps']} steps, {train['time_s']:.1f} s)")

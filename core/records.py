@@ -1,9 +1,12 @@
-"""Run records: one JSON file per run, written atomically, read back tolerantly."""
+"""Run records: one JSON file per run, written atomically, read back tolerantly, and claimed by
+one process at a time through a lock file beside each record."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,24 +30,92 @@ def write_record(record: dict[str, Any], path: Path) -> None:
         raise
 
 
+def read_record(path: Path, warn: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """The run record at ``path``; None if there is none, or (with a warning naming the file) if
+    it is not a readable metazoo run record."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        warn(f"skipping {path}: not readable JSON ({exc})")
+        return None
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA or "key" not in record:
+        warn(f"skipping {path}: not a metazoo run record")
+        return None
+    return record
+
+
 def read_records(folder: Path, warn: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Every metazoo run record under ``folder``; other or corrupt JSON files are skipped with a
     warning naming each."""
     records = []
     for path in sorted(Path(folder).rglob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            warn(f"skipping {path}: not readable JSON ({exc})")
-            continue
-        if not isinstance(record, dict) or record.get("schema") != SCHEMA or "key" not in record:
-            warn(f"skipping {path}: not a metazoo run record")
-            continue
-        record["_path"] = str(path)
-        records.append(record)
+        record = read_record(path, warn)
+        if record is not None:
+            record["_path"] = str(path)
+            records.append(record)
     return records
 
 
 def record_path(folder: Path, benchmark: str, algorithm: str, seed: int, key: str) -> Path:
     """Where the record of a run lives: one file per run key, so no run overwrites another."""
     return Path(folder) / benchmark / "runs" / f"{algorithm}-seed{seed}-{key}.json"
+
+
+class RunLock:
+    """``<record>.lock``: claims a run for one process, so that concurrent ``zoo bench`` processes
+    on one results directory never run it twice.
+
+    The claim is an exclusive ``flock`` on the file, which the kernel drops when its holder dies
+    in any way (SIGKILL included): a lock left behind by a dead process is free to take. The file
+    holds the holder's host and pid, for messages only.
+    """
+
+    def __init__(self, record: Path) -> None:
+        self.path = record.with_suffix(".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Claim the run; False if another live process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:  # the holder before us may have deleted the file after we opened it: retry
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Give up the claim and delete the file (deleted while locked, so no one else's)."""
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+    def holder(self) -> str:
+        """``host pid N`` of the current holder, for messages."""
+        try:
+            owner = json.loads(self.path.read_text())
+            return f"{owner['host']} pid {owner['pid']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
+    def held_elsewhere(self) -> bool:
+        """Whether another live process holds the claim now (probes it without keeping it)."""
+        if self._fd is not None or not self.acquire():
+            return self._fd is None
+        self.release()
+        return False
