@@ -15,7 +15,16 @@ from metazoo import harness
 from metazoo.benchmark import Benchmark, builtin_benchmarks, find_benchmark
 from metazoo.errors import UsageError, ZooError
 from metazoo.executors import Executor, InProcess, ProcessPool, RayExecutor, WorkerContext
-from metazoo.leaderboard import FORMATS, render, summarize
+from metazoo.leaderboard import (
+    FORMATS,
+    average_ranks,
+    bench_command,
+    group_records,
+    render,
+    results_index,
+    slug,
+    summarize,
+)
 from metazoo.manager import Zoo, get_plugin_manager, parse_plugin_options
 from metazoo.records import read_records
 
@@ -201,14 +210,61 @@ def plugins(zoo: Zoo) -> None:
 @click.argument("results", type=click.Path(exists=True, file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True)
 @click.option("--benchmark", "benchmarks", multiple=True, help="Only these benchmarks (repeatable).")
-def leaderboard(results: str, fmt: str, benchmarks: tuple[str, ...]) -> None:
-    """Render the leaderboard of the run records under RESULTS."""
-    records = read_records(Path(results), warn=lambda message: click.echo(f"zoo: warning: {message}", err=True))
+@click.option("--plots", is_flag=True, help="Also write PNG plots into each benchmark folder.")
+@click.option("--write", is_flag=True,
+              help="Write leaderboard.md, leaderboard.csv and plots into every benchmark folder under "
+                   "RESULTS, and regenerate RESULTS/README.md, the index of them.")
+def leaderboard(results: str, fmt: str, benchmarks: tuple[str, ...], plots: bool, write: bool) -> None:
+    """Render the leaderboard of the run records under RESULTS (a pure function of them)."""
+    if write and benchmarks:
+        raise UsageError("--write regenerates every leaderboard under RESULTS and its index; "
+                         "leave out --benchmark")
+    root = Path(results)
+    records = read_records(root, warn=lambda message: click.echo(f"zoo: warning: {message}", err=True))
     if benchmarks:
         records = [r for r in records if r["benchmark"] in benchmarks]
     if not records:
         raise ZooError(f"no run records found under {results}")
+    if plots or write:
+        _publish(root, records, results, write)
     click.echo(render(summarize(records), fmt))
+
+
+def _publish(root: Path, records: list[dict], shown_root: str, write: bool) -> None:
+    """Write each benchmark folder's plots (and with ``write`` its leaderboard.md/.csv and the
+    index ``root/README.md``). A record's benchmark folder is the one holding its ``runs/``."""
+    from metazoo.plots import plot_table
+
+    folders: dict[Path, list[dict]] = {}
+    for record in records:
+        folder = Path(record["_path"]).parent
+        folders.setdefault(folder.parent if folder.name == "runs" else folder, []).append(record)
+    index = {}
+    for folder, folder_records in sorted(folders.items()):
+        tables = group_records(folder_records)
+        images = {title: plot_table(runs, title, folder / f"{slug(title)}.png").name
+                  for title, runs in tables.items()}
+        written = [folder / name for name in images.values()]
+        if write:
+            summary = summarize(folder_records)
+            (folder / "leaderboard.md").write_text(render(summary, "md", average_rank=False, images=images))
+            (folder / "leaderboard.csv").write_text(render(summary, "csv"))
+            written += [folder / "leaderboard.md", folder / "leaderboard.csv"]
+            relative = folder.relative_to(root)
+            command_file = folder / "COMMAND"
+            out = (Path(shown_root) / relative.parent).as_posix()
+            index[relative.as_posix()] = {
+                "tables": list(tables),
+                "command": command_file.read_text().strip() if command_file.is_file()
+                else bench_command(folder_records, out, builtin_benchmarks()),
+                "runs": len(folder_records),
+                "failed": sum(r.get("status") != "ok" for r in folder_records),
+                "plots": list(images.values()),
+            }
+        click.echo(f"zoo: wrote {', '.join(str(p) for p in written)}", err=True)
+    if write:
+        (root / "README.md").write_text(results_index(index, average_ranks(summarize(records))))
+        click.echo(f"zoo: wrote {root / 'README.md'}", err=True)
 
 
 @cli.command()

@@ -1,0 +1,71 @@
+"""Leaderboard plots as PNG: validation curves against steps and wall time, and test bars.
+
+matplotlib (the ``plot`` extra) is imported only when a plot is drawn, and only its Agg canvas is
+used, so drawing needs no display and leaves pyplot's global state alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from metazoo.errors import ZooError
+from metazoo.leaderboard import summarize
+
+
+def plot_table(records: list[dict[str, Any]], title: str, path: Path) -> Path:
+    """Draw one leaderboard table's runs into ``path`` (PNG): the validation metric against
+    meta-training steps and against meta-training time for every algorithm (mean over seeds
+    where the seeds validated at the same steps, else one line per seed), and the test metric
+    of each algorithm with its 95% CI as bars, best first, with published numbers as diamonds."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ZooError("plots need matplotlib: pip install 'metazoo[plot]'") from None
+
+    summary = summarize(records)
+    scored = summary[summary["mean"].notna()]
+    metric = str(summary["metric"].dropna().iloc[0]) if summary["metric"].notna().any() else "metric"
+    algorithms = list(summary["algorithm"])
+    colors = {name: f"C{i % 10}" for i, name in enumerate(algorithms)}
+
+    figure = Figure(figsize=(15, 4.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    by_steps, by_time, bars = figure.subplots(1, 3)
+    for algorithm in algorithms:
+        runs = [r for r in records if r["algorithm"] == algorithm and r.get("status") == "ok" and r.get("validation")]
+        curves = [([v["step"] for v in r["validation"]], [v["time_s"] for v in r["validation"]],
+                   [v["value"] for v in r["validation"]]) for r in runs]
+        if curves and all(c[0] == curves[0][0] for c in curves):
+            curves = [(curves[0][0], list(np.mean([c[1] for c in curves], axis=0)),
+                       list(np.mean([c[2] for c in curves], axis=0)))]
+        for i, (steps, times, values) in enumerate(curves):
+            label = algorithm if i == 0 else None
+            by_steps.plot(steps, values, marker="o", markersize=3, color=colors[algorithm], label=label)
+            by_time.plot(times, values, marker="o", markersize=3, color=colors[algorithm], label=label)
+    for axes, xlabel in ((by_steps, "meta-training steps"), (by_time, "meta-training time (s)")):
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(f"validation {metric}")
+        axes.grid(alpha=0.3)
+    by_steps.set_title("validation vs steps")
+    by_time.set_title("validation vs wall time")
+    if by_steps.lines:
+        by_steps.legend(fontsize="small")
+
+    positions = np.arange(len(scored))
+    bars.bar(positions, scored["mean"], yerr=scored["ci95"], capsize=4,
+             color=[colors[a] for a in scored["algorithm"]])
+    published = [(i, p["value"]) for i, p in enumerate(scored["published"]) if p]
+    if published:
+        bars.scatter(*zip(*published), marker="D", color="black", zorder=3, label="published")
+        bars.legend(fontsize="small")
+    bars.set_xticks(positions, list(scored["algorithm"]), rotation=30, ha="right")
+    bars.set_ylabel(f"test {metric} (mean ± 95% CI)")
+    bars.set_title("test")
+    bars.grid(axis="y", alpha=0.3)
+    figure.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path

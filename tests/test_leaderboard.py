@@ -1,0 +1,181 @@
+"""Leaderboards from made-up run records: the paired test against a hand computation, ties,
+average ranks across benchmarks, budgets kept apart, the environment footnote, every format,
+PNG plots, the results index, and corrupt files skipped."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from metazoo.leaderboard import average_ranks, paired_t_test, render, summarize
+
+
+def record(benchmark: str, algorithm: str, per_task: list[float], seed: int = 0, *, metric: str = "accuracy",
+           steps: int = 100, protocol_hash: str = "p1", status: str = "ok", **extra: Any) -> dict[str, Any]:
+    """A minimal schema-1 run record with the fields the leaderboard reads."""
+    base = {
+        "schema": 1, "key": f"{algorithm}{seed}{steps}{protocol_hash}", "benchmark": benchmark,
+        "benchmark_source": f"/somewhere/benchmarks/{benchmark}.toml", "suite": benchmark,
+        "algorithm": algorithm, "family": "model-algorithm", "seed": seed, "status": status,
+        "protocol_hash": protocol_hash, "budget": {"steps": steps, "time": None, "val_every": steps // 2},
+        "metric": metric, "higher_is_better": metric == "accuracy", "published": None,
+        "device": "cpu: Test CPU (1 threads)", "torch": "2.9.9", "metazoo": "0.1.0", "git_commit": "abcdef1234567890",
+        "peak_memory_mb": 100.0,
+    }
+    if status == "ok":
+        base.update(
+            test={"mean": sum(per_task) / len(per_task), "per_task": per_task},
+            train={"time_s": 2.0, "tasks_per_s": 50.0, "steps": steps},
+            validation=[{"step": steps // 2, "time_s": 1.0, "value": per_task[0] * 0.9},
+                        {"step": steps, "time_s": 2.0, "value": per_task[0]}],
+        )
+    else:
+        base["error"] = "DivergedError: meta-training loss became nan at step 3"
+    return {**base, **extra}
+
+
+def write(folder: Path, *records: dict[str, Any]) -> None:
+    for r in records:
+        path = folder / r["benchmark"] / "runs" / f"{r['algorithm']}-seed{r['seed']}-{r['key']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r))
+
+
+BEST = [0.9, 0.8, 0.7]
+CLOSE = [[0.5, 0.7, 0.4], [0.7, 0.7, 0.6]]  # two seeds, mean [0.6, 0.7, 0.5]: differences −0.3, −0.1, −0.2
+FAR = [0.6, 0.49, 0.41]  # differences −0.3, −0.31, −0.29
+
+
+def by_algorithm(summary) -> dict[str, dict]:
+    return {row["algorithm"]: row for row in summary.to_dict("records")}
+
+
+def test_paired_t_test_matches_closed_forms():
+    t = 2 * math.sqrt(3)  # mean −0.2, s.d. 0.1, n = 3
+    assert paired_t_test([0.6, 0.7, 0.5], BEST) == pytest.approx(1 - t / math.sqrt(t * t + 2), rel=1e-12)  # df = 2
+    assert paired_t_test([0.0, 1.0], [1.0, 3.0]) == pytest.approx(1 - 2 / math.pi * math.atan(3.0), rel=1e-12)  # df = 1
+    # differences 1 ± 1.5 alternating, n = 10: mean 1, s.d. 1.5·√(10/9), t = 2, df = 9 (tables: 0.07655)
+    assert paired_t_test([2.5, -0.5] * 5, [0.0] * 10) == pytest.approx(0.07655, abs=1e-5)
+    assert paired_t_test([1.0, 2.0], [1.0, 2.0]) == 1.0
+    assert math.isnan(paired_t_test([1.0], [0.0]))
+
+
+def test_paired_comparison_against_the_best_on_seed_averaged_tasks():
+    records = [record("b", "best", BEST), *(record("b", "close", v, seed) for seed, v in enumerate(CLOSE)),
+               record("b", "far", FAR)]
+    rows = by_algorithm(summarize(records))
+    t = 2 * math.sqrt(3)
+    assert rows["best"]["best"] and rows["best"]["rank"] == 1 and math.isnan(rows["best"]["p_value"])
+    assert rows["close"]["seeds"] == 2 and rows["close"]["mean"] == pytest.approx(0.6)
+    assert rows["close"]["p_value"] == pytest.approx(1 - t / math.sqrt(t * t + 2), rel=1e-12)  # 0.074
+    assert rows["close"]["tied_with_best"] is True
+    assert rows["far"]["p_value"] < 0.001 and rows["far"]["tied_with_best"] is False
+    markdown = render(summarize(records), "md")
+    assert "| best " in markdown and "tied (p = 0.074)" in markdown and "p < 0.001" in markdown
+
+
+def test_no_paired_comparison_on_other_test_tasks_and_failures_are_shown():
+    records = [record("b", "best", BEST), record("b", "short", [0.1, 0.2]),
+               record("b", "broken", [], status="failed")]
+    rows = by_algorithm(summarize(records))
+    assert math.isnan(rows["short"]["p_value"]) and rows["short"]["tied_with_best"] is None
+    assert rows["broken"]["failed"] == 1 and math.isnan(rows["broken"]["rank"])
+    assert "failed: DivergedError" in render(summarize(records), "md")
+
+
+def test_average_rank_across_two_benchmarks_by_hand():
+    records = [
+        record("x", "a", [0.9, 0.9]), record("x", "b", [0.8, 0.8]), record("x", "c", [0.7, 0.7]),
+        record("y", "a", [0.5, 0.5], metric="mse"), record("y", "b", [0.3, 0.3], metric="mse"),
+        record("y", "c", [0.3, 0.3], metric="mse"),
+    ]
+    summary = summarize(records)
+    ranks = average_ranks(summary).set_index("algorithm")
+    # x (higher is better): a 1, b 2, c 3; y (lower is better): b and c tie for 1–2 → 1.5 each, a 3.
+    assert ranks["average rank"].to_dict() == {"b": 1.75, "a": 2.0, "c": 2.25}
+    assert list(ranks.index) == ["b", "a", "c"] and ranks["tables"].tolist() == [2, 2, 2]
+    markdown = render(summary, "md")
+    assert "### Average rank across benchmarks" in markdown and "| b " in markdown.split("Average rank")[1]
+    assert "Average rank" not in render(summary, "md", average_rank=False)
+
+
+def test_different_budgets_and_protocols_are_not_merged():
+    records = [record("b", "a", [0.9, 0.9], steps=100), record("b", "a", [0.5, 0.5], steps=200),
+               record("b", "a", [0.1, 0.1], steps=100, protocol_hash="p2")]
+    summary = summarize(records)
+    assert len(summary) == 3 and sorted(summary["mean"]) == pytest.approx([0.1, 0.5, 0.9])
+    assert set(summary["table"]) == {"b — 100 steps, val every 50 steps — protocol p1",
+                                     "b — 200 steps, val every 100 steps — protocol p1",
+                                     "b — 100 steps, val every 50 steps — protocol p2"}
+    markdown = render(summarize(records[:2]), "md")
+    assert "### b — 100 steps, val every 50 steps\n" in markdown and "### b — 200 steps" in markdown
+
+
+def test_environment_footnote():
+    records = [record("b", "a", BEST), record("b", "c", BEST, torch="2.9.8", git_commit="1234567890abcdef")]
+    markdown = render(summarize(records), "md")
+    assert ("Environment: device cpu: Test CPU (1 threads); torch 2.9.8, 2.9.9; metazoo 0.1.0; "
+            "git commit 1234567890ab, abcdef123456.") in markdown
+
+
+@pytest.mark.parametrize(("fmt", "markers"), [
+    ("csv", ["benchmark,algorithm,table,protocol_hash,budget,rank,", ",p_value,tied_with_best,"]),
+    ("latex", ["\\paragraph{b --- 100 steps", "\\toprule", "$\\pm$", "Environment: device"]),
+    ("html", ["<h3>b — 100 steps", "<table", "<p>Environment: device"]),
+])
+def test_formats(fmt, markers):
+    records = [record("b", "a", BEST), record("b", "c", FAR), record("d", "a", BEST)]
+    text = render(summarize(records), fmt)
+    for marker in markers:
+        assert marker in text, marker
+
+
+def test_plots_are_png_files(zoo, tmp_path):
+    write(tmp_path, record("b", "a", BEST), record("b", "a", [0.8, 0.8, 0.7], seed=1), record("b", "c", FAR))
+    code, _, stderr = zoo("leaderboard", str(tmp_path), "--plots")
+    assert code == 0, stderr
+    (png,) = (tmp_path / "b").glob("*.png")
+    assert png.name == "b-100-steps-val-every-50-steps.png"
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000
+    assert not (tmp_path / "README.md").exists() and not (tmp_path / "b" / "leaderboard.md").exists()
+
+
+def test_write_publishes_every_folder_and_the_results_index(zoo, tmp_path):
+    results = tmp_path / "results"
+    write(results / "quick", record("hyperplanes", "maml", BEST), record("hyperplanes", "maml", BEST, seed=1),
+          record("hyperplanes", "anil", FAR))
+    write(results, record("sinusoid", "maml", [0.5, 0.4], metric="mse", steps=200),
+          record("sinusoid", "reptile", [0.9, 0.8], metric="mse", steps=200, status="failed"))
+    (results / "sinusoid" / "COMMAND").write_text("zoo bench --benchmark sinusoid --seeds 1 --out results\n")
+    code, stdout, stderr = zoo("leaderboard", str(results), "--write")
+    assert code == 0, stderr
+    readme = (results / "README.md").read_text()
+    assert readme.startswith("# Results")
+    assert "## quick/hyperplanes" in readme and "## sinusoid" in readme
+    assert (f"zoo bench --benchmark hyperplanes --algos anil,maml --seeds 2 --steps 100 --out {results}/quick"
+            in readme)
+    assert "zoo bench --benchmark sinusoid --seeds 1 --out results\n" in readme  # from COMMAND
+    assert "3 runs · [leaderboard](quick/hyperplanes/leaderboard.md)" in readme and "2 runs, 1 failed" in readme
+    assert "## Average rank across benchmarks" in readme
+    for folder in (results / "quick" / "hyperplanes", results / "sinusoid"):
+        leaderboard = (folder / "leaderboard.md").read_text()
+        (png,) = folder.glob("*.png")
+        assert f"]({png.name})" in leaderboard and f"{folder.relative_to(results)}/{png.name}" in readme
+        assert (folder / "leaderboard.csv").read_text().startswith("benchmark,algorithm,")
+        assert "Average rank" not in leaderboard
+    assert "### hyperplanes" in stdout and "Average rank across benchmarks" in stdout
+    code, _, stderr = zoo("leaderboard", str(results), "--write", "--benchmark", "sinusoid")
+    assert code == 2 and "leave out --benchmark" in stderr
+
+
+def test_corrupt_and_foreign_files_are_skipped_with_a_warning(zoo, tmp_path):
+    write(tmp_path, record("b", "a", BEST))
+    (tmp_path / "b" / "runs" / "junk.json").write_text("{not json")
+    (tmp_path / "b" / "foreign.json").write_text('{"hello": "world"}')
+    code, stdout, stderr = zoo("leaderboard", str(tmp_path))
+    assert code == 0 and "| a " in stdout
+    assert "skipping" in stderr and "junk.json" in stderr and "foreign.json" in stderr
