@@ -1,11 +1,14 @@
 """The functional engine: run a per-task function over the tasks of a batch, and pool
 meta-gradients over chunks (and processes) before the outer update (DESIGN §5).
 
-Execution rule (``execution="auto"``): ``vmap`` everywhere except a model with convolutions on a
-CPU, where ``loop``. Under ``vmap`` a convolution over T tasks becomes one grouped convolution,
-which PyTorch's CPU kernels run about 2.4× slower than T separate convolutions (measured for
-conv4 on this project's 2-core machine); on CUDA the batched form is many times faster. Fully
-connected models are faster under ``vmap`` on every device.
+Execution rule (``execution="auto"``): ``vmap`` everywhere except where each task runs a model
+with convolutions on its own weights on a CPU (the inner loop of a model-algorithm learner),
+where ``loop``. Under ``vmap`` a convolution with per-task weights over T tasks becomes one
+grouped convolution, which PyTorch's CPU kernels run about 2.4× slower than T separate
+convolutions (measured for conv4 on this project's 2-core machine); on CUDA the batched form is
+many times faster. With weights shared by all tasks (model-data learners) ``vmap`` folds the
+tasks into the convolution's batch dimension, which is faster than a loop on every device, as
+are fully connected models.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ from torch import nn
 EXECUTIONS = ("auto", "vmap", "loop")
 
 
-def choose_execution(execution: str, model: nn.Module, device: torch.device) -> str:
-    """Resolve ``"auto"`` to ``"vmap"`` or ``"loop"`` by the rule in the module docstring."""
+def choose_execution(
+    execution: str, model: nn.Module, device: torch.device, per_task_weights: bool = True
+) -> str:
+    """Resolve ``"auto"`` to ``"vmap"`` or ``"loop"`` by the rule in the module docstring;
+    ``per_task_weights`` says whether each task runs the model on weights of its own."""
     if execution != "auto":
         return execution
     has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-    return "loop" if has_conv and device.type == "cpu" else "vmap"
+    return "loop" if per_task_weights and has_conv and device.type == "cpu" else "vmap"
 
 
 def map_tasks(fn: Callable[..., Any], tensors: Sequence[torch.Tensor], execution: str) -> Any:

@@ -101,7 +101,7 @@ class ModelDataLearner(MetaLearner):
     @property
     def execution(self) -> str:
         device = next(self.parameters()).device
-        return choose_execution(self.config.execution, self.model, device)
+        return choose_execution(self.config.execution, self.model, device, per_task_weights=False)
 
     def logits(self, batch: TaskBatch) -> Tensor:
         """Logits ``[T, Q, n_way]`` of every task's queries."""

@@ -227,3 +227,16 @@ def test_predict_adapts_without_a_graph(host, algorithm, suite_name):
         )
         expected.append(functional_call(model, fast, (qx,)).detach())
     assert_close(prediction, torch.stack(expected), "predictions")
+
+
+def test_execution_rule_loops_only_over_per_task_convolutions_on_cpu():
+    from metazoo.engine import choose_execution
+    from metazoo.models import MLP, Conv4
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    conv, mlp = Conv4(hidden=4), MLP(1, 8, 1)
+    assert choose_execution("auto", conv, cpu) == "loop"
+    assert choose_execution("auto", conv, cpu, per_task_weights=False) == "vmap"
+    assert choose_execution("auto", conv, cuda) == "vmap"
+    assert choose_execution("auto", mlp, cpu) == "vmap"
+    assert choose_execution("loop", mlp, cpu) == "loop"
