@@ -263,7 +263,8 @@ def _publish(root: Path, records: list[dict], shown_root: str, write: bool) -> N
             }
         click.echo(f"zoo: wrote {', '.join(str(p) for p in written)}", err=True)
     if write:
-        (root / "README.md").write_text(results_index(index, average_ranks(summarize(records))))
+        regenerate = f"zoo leaderboard {shown_root} --write"
+        (root / "README.md").write_text(results_index(index, average_ranks(summarize(records)), regenerate))
         click.echo(f"zoo: wrote {root / 'README.md'}", err=True)
 
 

@@ -401,20 +401,22 @@ def bench_command(records: list[dict[str, Any]], out: str, builtin: Iterable[str
     return " ".join([*command, "--out", out])
 
 
-def results_index(folders: Mapping[str, Mapping[str, Any]], ranks: pd.DataFrame | None = None) -> str:
+def results_index(folders: Mapping[str, Mapping[str, Any]], ranks: pd.DataFrame, regenerate: str) -> str:
     """``results/README.md``: every published leaderboard with the command that produced it.
 
     ``folders`` maps a benchmark folder (relative to the results directory) to ``tables`` (its
     table titles), ``command``, ``runs``, ``failed`` and ``plots`` (file names in the folder).
-    ``ranks`` is the average-rank table across all of them (see :func:`average_ranks`).
+    ``ranks`` is the average-rank table across all of them (see :func:`average_ranks`), and
+    ``regenerate`` the command that rewrites the index.
     """
     lines = [
         "# Results",
         "",
         "Published leaderboards, one folder per benchmark: `leaderboard.md` and `leaderboard.csv` (the",
         "tables), PNG plots, and `runs/` (the raw run records they were made from). Each folder was",
-        "produced by the command shown with it. This index, the tables and the plots are regenerated",
-        "from the records by `zoo leaderboard results --write`.",
+        "produced by the command shown with it: the folder's `COMMAND` file where it has one, else the",
+        "`zoo bench` command that its records describe. This index, the tables and the plots are",
+        f"regenerated from the records by `{regenerate}`.",
         "",
     ]
     for folder, entry in sorted(folders.items()):
@@ -424,6 +426,6 @@ def results_index(folders: Mapping[str, Mapping[str, Any]], ranks: pd.DataFrame 
         links = [f"[leaderboard]({folder}/leaderboard.md)", f"[csv]({folder}/leaderboard.csv)"]
         links += [f"[plot: {Path(p).stem}]({folder}/{p})" for p in entry["plots"]]
         lines += ["", f"{entry['runs']} runs{failed} · " + " · ".join(links), "", "```sh", entry["command"], "```", ""]
-    if ranks is not None and len(ranks.columns) > 4:  # algorithm, two tables or more, tables, average
+    if len(ranks.columns) > 4:  # algorithm, two tables or more, tables, average
         lines.append(_render_ranks(ranks, "md", heading="##"))
     return "\n".join(lines)

@@ -28,6 +28,9 @@ def plot_table(records: list[dict[str, Any]], title: str, path: Path) -> Path:
     summary = summarize(records)
     scored = summary[summary["mean"].notna()]
     metric = str(summary["metric"].dropna().iloc[0]) if summary["metric"].notna().any() else "metric"
+    scale = 100.0 if metric == "accuracy" else 1.0  # accuracy in %, as in the tables
+    if scale != 1.0:
+        metric += " (%)"
     algorithms = list(summary["algorithm"])
     colors = {name: f"C{i % 10}" for i, name in enumerate(algorithms)}
 
@@ -37,7 +40,7 @@ def plot_table(records: list[dict[str, Any]], title: str, path: Path) -> Path:
     for algorithm in algorithms:
         runs = [r for r in records if r["algorithm"] == algorithm and r.get("status") == "ok" and r.get("validation")]
         curves = [([v["step"] for v in r["validation"]], [v["time_s"] for v in r["validation"]],
-                   [v["value"] for v in r["validation"]]) for r in runs]
+                   [v["value"] * scale for v in r["validation"]]) for r in runs]
         if curves and all(c[0] == curves[0][0] for c in curves):
             curves = [(curves[0][0], list(np.mean([c[1] for c in curves], axis=0)),
                        list(np.mean([c[2] for c in curves], axis=0)))]
@@ -55,9 +58,9 @@ def plot_table(records: list[dict[str, Any]], title: str, path: Path) -> Path:
         by_steps.legend(fontsize="small")
 
     positions = np.arange(len(scored))
-    bars.bar(positions, scored["mean"], yerr=scored["ci95"], capsize=4,
+    bars.bar(positions, scored["mean"] * scale, yerr=scored["ci95"] * scale, capsize=4,
              color=[colors[a] for a in scored["algorithm"]])
-    published = [(i, p["value"]) for i, p in enumerate(scored["published"]) if p]
+    published = [(i, p["value"] * scale) for i, p in enumerate(scored["published"]) if p]
     if published:
         bars.scatter(*zip(*published), marker="D", color="black", zorder=3, label="published")
         bars.legend(fontsize="small")

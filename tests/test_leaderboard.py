@@ -154,7 +154,7 @@ def test_write_publishes_every_folder_and_the_results_index(zoo, tmp_path):
     code, stdout, stderr = zoo("leaderboard", str(results), "--write")
     assert code == 0, stderr
     readme = (results / "README.md").read_text()
-    assert readme.startswith("# Results")
+    assert readme.startswith("# Results") and f"`zoo leaderboard {results} --write`" in readme
     assert "## quick/hyperplanes" in readme and "## sinusoid" in readme
     assert (f"zoo bench --benchmark hyperplanes --algos anil,maml --seeds 2 --steps 100 --out {results}/quick"
             in readme)
