@@ -179,6 +179,8 @@ def describe(device: torch.device) -> list[tuple[str, str]]:
         ("CPU", f"{cpu_model()}, {cores} cores available"),
         ("torch threads", str(torch.get_num_threads())),
     ]
+    if hasattr(os, "getloadavg"):  # other processes share the cores: say how busy they were
+        rows.append(("load average", " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"))
     if device.type == "cuda":
         rows.append(("GPU", torch.cuda.get_device_name(device)))
     return rows
@@ -215,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
           f"of {args.seconds:g} s\n")
     rows = [measure(b, device, args.seconds, args.rounds, args.gradient_only) for b in batches]
     print(tabulate(rows, headers="keys", tablefmt=args.format, floatfmt=".1f"))
+    if hasattr(os, "getloadavg"):
+        print(f"\nload average after the run: {os.getloadavg()[0]:.2f} (1 min)")
     return 0
 
 
