@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from metazoo import Zoo
+from metazoo import Zoo, get_plugin_manager
 from metazoo.tasks import TaskBatch
 from tabulate import tabulate
 from torch.func import functional_call
@@ -70,7 +70,7 @@ class ReferenceLoop:
 def make_pair(num_tasks: int, device: torch.device, seed: int = 0):
     """The ``maml`` learner from the registry, a reference loop on a copy of the same weights,
     and one pre-sampled meta-batch on ``device``."""
-    zoo = Zoo()
+    zoo = Zoo(get_plugin_manager(autoload=False))  # the built-in maml and sinusoid only
     suite = zoo.suites.get("sinusoid").factory(shots=10, queries=10)
     torch.manual_seed(seed)
     model = suite.make_model()
@@ -203,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device(args.device)
     except (ValueError, RuntimeError) as exc:
         parser.error(str(exc))
-    if min(batches) <= 0 or args.seconds <= 0 or args.rounds <= 0:
-        parser.error("--batches, --seconds and --rounds must be positive")
+    if min(batches) <= 0 or args.seconds <= 0 or args.rounds <= 0 or (args.threads is not None and args.threads <= 0):
+        parser.error("--batches, --seconds, --rounds and --threads must be positive")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     print(tabulate(describe(device), tablefmt="plain"))
