@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+import torch
 from metazoo.benchmark import Benchmark
 from metazoo.errors import UsageError, ZooError
 from metazoo.harness import Run, execute, resolve_device
 from metazoo.manager import AUTOLOAD_ENV, Zoo, get_plugin_manager
+from tqdm import tqdm
 
 #: What a run ends in: its record, or the error that kept the worker from making one.
 Outcome = dict[str, Any] | ZooError
@@ -186,7 +188,7 @@ class ProcessPool(Executor):
         cause = f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit status {code}"
         tries = self._tries[ticket] = self._tries.get(ticket, 0) + 1
         if tries <= self.retries:
-            self.log(f"{job.algorithm} seed {job.seed}: worker process died ({cause}); "
+            self.log(f"{job.benchmark.name}: {job.algorithm} seed {job.seed}: worker process died ({cause}); "
                      f"running it again ({tries}/{self.retries})")
             self._send(ticket, job)
             return []
@@ -211,9 +213,9 @@ def _pool_worker(conn: Connection, context: WorkerContext) -> None:
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+    # tqdm's default lock is a multiprocessing semaphore, which a killed worker would leak
+    tqdm.set_lock(threading.RLock())
     if context.threads:
-        import torch
-
         torch.set_num_threads(context.threads)
     while True:
         try:
@@ -242,6 +244,9 @@ class RayExecutor(Executor):
     """
 
     def __init__(self, context: WorkerContext, address: str | None = None, retries: int = 2) -> None:
+        if not (address or os.environ.get("RAY_ADDRESS")):
+            # Read when ray is imported: a single-machine Ray whose servers listen on 127.0.0.1.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         try:
             import ray
         except ImportError:
@@ -249,8 +254,7 @@ class RayExecutor(Executor):
         self.ray, self.context = ray, context
         self._owned = not ray.is_initialized()
         if self._owned:
-            local = {} if address or os.environ.get("RAY_ADDRESS") else {"_node_ip_address": "127.0.0.1"}
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
         gpu = context.device.startswith("cuda")
         resources = ray.cluster_resources()
         self.slots = max(1, int(resources.get("GPU" if gpu else "CPU", 1)))
