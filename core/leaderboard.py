@@ -195,7 +195,7 @@ def _row(algorithm: str, runs: list[dict]) -> dict[str, Any]:
 
 
 def _rank_and_compare(table: list[dict[str, Any]]) -> None:
-    """Set ``rank``, ``p_value`` and ``tied_with_best`` of one table's rows in place."""
+    """Set ``rank``, ``best``, ``p_value`` and ``tied_with_best`` of one table's rows in place."""
     scored = [row for row in table if not math.isnan(row["mean"])]
     for row in table:
         row.update(rank=math.nan, best=False, p_value=math.nan, tied_with_best=None)
@@ -302,7 +302,7 @@ def environment(summary: pd.DataFrame) -> str:
 
 
 def _method(part: pd.DataFrame) -> str:
-    tasks = int(part["test_tasks"].max())
+    tasks = int(part["test_tasks"].max()) or "recorded"
     return (f"Mean ± 95% CI (1.96·s.d./√n) over the same {tasks} test tasks for every algorithm, each "
             f"task's metric averaged over seeds. vs best: two-sided paired t-test against the best "
             f"algorithm on the same tasks; tied = p ≥ {ALPHA:g}. Ranks: ties share the average rank.")
@@ -342,9 +342,15 @@ def render(summary: pd.DataFrame, fmt: str = "md", average_rank: bool = True,
             image = f'<img src="{html.escape(images[title])}" alt="{html.escape(title)}">\n' if title in images else ""
             parts.append(f"<h3>{html.escape(title)}</h3>\n{table.to_html(index=False)}\n"
                          + "".join(f"<p>{html.escape(line)}</p>\n" for line in lines) + image)
-    if average_rank and summary["table"].nunique() > 1:
-        parts.append(_render_ranks(average_ranks(summary), fmt))
+    ranks = average_ranks(summary)
+    if average_rank and _across_tables(ranks):
+        parts.append(_render_ranks(ranks, fmt))
     return "\n".join(parts)
+
+
+def _across_tables(ranks: pd.DataFrame) -> bool:
+    """Whether an :func:`average_ranks` table spans two tables or more."""
+    return len(ranks.columns) > 4  # algorithm, a column per table, tables, average rank
 
 
 def _render_ranks(ranks: pd.DataFrame, fmt: str, heading: str = "###") -> str:
@@ -426,6 +432,6 @@ def results_index(folders: Mapping[str, Mapping[str, Any]], ranks: pd.DataFrame,
         links = [f"[leaderboard]({folder}/leaderboard.md)", f"[csv]({folder}/leaderboard.csv)"]
         links += [f"[plot: {Path(p).stem}]({folder}/{p})" for p in entry["plots"]]
         lines += ["", f"{entry['runs']} runs{failed} · " + " · ".join(links), "", "```sh", entry["command"], "```", ""]
-    if len(ranks.columns) > 4:  # algorithm, two tables or more, tables, average
+    if _across_tables(ranks):
         lines.append(_render_ranks(ranks, "md", heading="##"))
     return "\n".join(lines)
