@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from metazoo.config import build_config, positive
 from metazoo.errors import UsageError, ZooError
@@ -39,6 +39,9 @@ class Training:
     time: float | None = None  # seconds of meta-training, task sampling included, validation excluded
     val_every: int | None = 250  # validate every this many steps, and at the end
     val_every_s: float | None = None  # or every this many seconds of meta-training
+    # What `time` and `val_every_s` count: "wall" seconds, or "cpu" seconds of this process
+    # (all threads), which other jobs on a shared machine do not eat into.
+    clock: Literal["wall", "cpu"] = "wall"
 
     def __post_init__(self) -> None:
         positive(self, "steps", "time", "val_every", "val_every_s")

@@ -169,25 +169,27 @@ def _train_and_test(run, zoo, device, progress, suite_options) -> dict[str, Any]
     )
 
     history, best = [], None
-    train_time, step, loss = 0.0, 0, math.nan
+    train_time, budget_time, last_validation, step, loss = 0.0, 0.0, 0.0, 0, math.nan
+    budget_clock = time.process_time if budget.clock == "cpu" else time.perf_counter
     bar = tqdm(total=budget.steps, desc=f"{run.algorithm.name} seed {run.seed}", disable=not progress,
                leave=False, unit="step", dynamic_ncols=True)
-    while (budget.steps is None or step < budget.steps) and (budget.time is None or train_time < budget.time):
-        tick = time.perf_counter()
+    while (budget.steps is None or step < budget.steps) and (budget.time is None or budget_time < budget.time):
+        tick, budget_tick = time.perf_counter(), budget_clock()
         batch = suite.sample("train", meta_batch, train_stream).to(device)
         loss = learner.meta_train_step(batch)["loss"]
         train_time += time.perf_counter() - tick
+        budget_time += budget_clock() - budget_tick
         step += 1
         if not math.isfinite(loss):
             raise DivergedError(f"meta-training loss became {loss} at step {step}")
         bar.update()
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss:.4g}")
-        last_val_time = history[-1]["time_s"] if history else 0.0
         if (budget.val_every and step % budget.val_every == 0) or (
-            budget.val_every_s and train_time - last_val_time >= budget.val_every_s
+            budget.val_every_s and budget_time - last_validation >= budget.val_every_s
         ):
             best = _validate(learner, suite, val_batches, device, step, train_time, history, best, better)
+            last_validation = budget_time
     bar.close()
     if not history or history[-1]["step"] != step:
         best = _validate(learner, suite, val_batches, device, step, train_time, history, best, better)
