@@ -10,6 +10,7 @@ the run the same key, i.e. the same plugin versions.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -43,7 +44,7 @@ class WorkerContext:
     autoload: bool = True  # load the ``metazoo`` entry points
     device: str = "cpu"
     suite_options: dict[str, Any] = field(default_factory=dict)
-    threads: int | None = None  # torch threads per worker (None: torch's default)
+    threads: int | None = None  # torch threads per worker (None: torch's default; Ray's is 1)
 
     @classmethod
     def of(cls, zoo: Zoo, device: str, suite_options: dict[str, Any], threads: int | None = None) -> WorkerContext:
@@ -74,6 +75,8 @@ def run_job(job: Job, context: WorkerContext) -> dict[str, Any]:
     if plugins not in _zoos:
         _zoos[plugins] = Zoo(get_plugin_manager(blocked=context.blocked, autoload=context.autoload))
     zoo = _zoos[plugins]
+    if context.threads:
+        torch.set_num_threads(context.threads)
     run = Run(job.benchmark, zoo.algorithms.get(job.algorithm), job.seed)
     if run.key != job.key:
         raise ZooError(f"the worker has {job.algorithm} from {run.algorithm.source}, which gives "
@@ -215,8 +218,6 @@ def _pool_worker(conn: Connection, context: WorkerContext) -> None:
         threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
     # tqdm's default lock is a multiprocessing semaphore, which a killed worker would leak
     tqdm.set_lock(threading.RLock())
-    if context.threads:
-        torch.set_num_threads(context.threads)
     while True:
         try:
             ticket, job = conn.recv()
@@ -267,7 +268,7 @@ class RayExecutor(Executor):
     def submit(self, ticket: int, run: Run) -> None:
         context = self.context
         if context.device.startswith("cuda"):  # Ray gives the task one visible GPU
-            context = WorkerContext(context.blocked, context.autoload, "cuda", context.suite_options)
+            context = dataclasses.replace(context, device="cuda")
         self._refs[self._task.remote(Job.of(run), context)] = ticket
 
     def wait(self) -> list[tuple[int, Outcome]]:
