@@ -86,7 +86,8 @@ def _check_writable(out: Path) -> None:
 @click.option("--retries", type=int, default=2, show_default=True,
               help="Times a run is started again when its worker process dies (pool and Ray).")
 @click.option("--from-record", "from_records", multiple=True, type=click.Path(dir_okay=False),
-              metavar="FILE", help="Re-run exactly the run of this record (repeatable) into --out.")
+              metavar="FILE", help="Re-run exactly the run of this record (repeatable) into --out "
+                                     "(where a record of it is kept unless --force).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the leaderboard (and warnings).")
 @click.pass_obj
 def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, steps, seconds,
@@ -153,7 +154,7 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, 
     try:
         records = harness.bench(runs, runner, out_dir, torch_device, force=force, log=log, warn=_warn)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     for name in benchmarks:
         table = summarize([r for r in records if r["benchmark"] == name])
         folder = out_dir / name

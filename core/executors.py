@@ -150,8 +150,14 @@ class ProcessPool(Executor):
         self._send(ticket, Job.of(run))
 
     def _send(self, ticket: int, job: Job) -> None:
-        worker = self._idle.pop() if self._idle else self._start()
-        worker.conn.send((ticket, job))
+        while True:
+            worker = self._idle.pop() if self._idle else self._start()
+            try:
+                worker.conn.send((ticket, job))
+                break
+            except OSError:  # an idle worker that died since its last run
+                worker.process.join()
+                worker.conn.close()
         worker.ticket, worker.job = ticket, job
         self._busy[ticket] = worker
 
@@ -195,7 +201,7 @@ class ProcessPool(Executor):
                      f"running it again ({tries}/{self.retries})")
             self._send(ticket, job)
             return []
-        return [(ticket, WorkerDied(f"worker process died ({cause}), {tries} times"))]
+        return [(ticket, WorkerDied(f"worker process died ({cause}), {tries} time(s)"))]
 
     def close(self) -> None:
         workers = self._idle + list(self._busy.values())

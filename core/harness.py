@@ -1,5 +1,6 @@
 """The benchmark harness: meta-train one (algorithm, benchmark, seed), validate, keep the best
-state, test on the benchmark's fixed task list, and record everything (DESIGN §6)."""
+state, test on the benchmark's fixed task list and record everything; and run many such runs,
+resumably, on an executor (DESIGN §6)."""
 
 from __future__ import annotations
 
@@ -323,9 +324,9 @@ def plan(
             runs.extend(Run(spec, entry, seed) for seed in seeds)
     unplaced = [e.name for e in entries if e.name not in placed]
     if explicit and unplaced:
+        suites = sorted({spec.suite for spec in specs})
         raise UsageError(f"{', '.join(unplaced)}: model-data learners need a classification suite, and "
-                         f"{', '.join(sorted({s.suite for s in specs}))} {'is a' if len(specs) == 1 else 'are'} "
-                         "regression suite(s)")
+                         f"{' and '.join(suites)} {'is a regression suite' if len(suites) == 1 else 'are regression suites'}")
     return runs
 
 

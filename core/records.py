@@ -112,10 +112,3 @@ class RunLock:
             return f"{owner['host']} pid {owner['pid']}"
         except (OSError, ValueError, KeyError, TypeError):
             return "another process"
-
-    def held_elsewhere(self) -> bool:
-        """Whether another live process holds the claim now (probes it without keeping it)."""
-        if self._fd is not None or not self.acquire():
-            return self._fd is None
-        self.release()
-        return False
