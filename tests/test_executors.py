@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -117,3 +118,31 @@ def test_ray_retries_a_run_whose_worker_was_killed(zoo, local_ray, tmp_path):
     assert len(records["mortal"]["test"]["per_task"]) == 20
     assert json.loads(marker.read_text()) == killed[0]
     assert local_ray.is_initialized()  # a Ray the bench did not start is left running
+
+
+def test_workers_build_the_parents_plugin_set_and_check_the_run_key(monkeypatch, tmp_path):
+    from metazoo.benchmark import load_benchmark
+    from metazoo.errors import ZooError
+    from metazoo.executors import Job, WorkerContext, run_job
+    from metazoo.harness import Run
+    from metazoo.manager import Zoo, get_plugin_manager
+
+    zoo = Zoo(get_plugin_manager(blocked=["anil"]))
+    context = WorkerContext.of(zoo, "cpu", {"data_dir": "/data"})
+    assert context.blocked == ("anil",) and context.autoload and context.suite_options == {"data_dir": "/data"}
+    monkeypatch.setenv("METAZOO_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert not WorkerContext.of(zoo, "cpu", {}).autoload
+
+    job = Job.of(Run(load_benchmark(write_spec(tmp_path, "keys")), zoo.algorithms.get("fomaml"), 0))
+    with pytest.raises(ZooError, match="another run key than the parent's"):
+        run_job(Job(job.benchmark, job.algorithm, job.seed, "0" * 12), context)
+    with pytest.raises(ZooError, match="unknown algorithm 'anil'"):
+        run_job(Job(job.benchmark, "anil", 0, job.key), context)
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(zoo, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)  # restored after the test
+    code, _, stderr = zoo("bench", "--executor", "ray", "--algos", "fomaml", "--benchmark",
+                          str(write_spec(tmp_path, "noray")), "--out", str(tmp_path))
+    assert code == 2 and "--executor ray needs Ray: pip install 'metazoo[ray]'" in stderr
