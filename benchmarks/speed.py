@@ -180,7 +180,8 @@ def describe(device: torch.device) -> list[tuple[str, str]]:
         ("torch threads", str(torch.get_num_threads())),
     ]
     if hasattr(os, "getloadavg"):  # other processes share the cores: say how busy they were
-        rows.append(("load average", " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"))
+        loads = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        rows.append(("load average", f"{loads} (1, 5, 15 min)"))
     if device.type == "cuda":
         rows.append(("GPU", torch.cuda.get_device_name(device)))
     return rows
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device(args.device)
     except (ValueError, RuntimeError) as exc:
         parser.error(str(exc))
-    if min(batches) <= 0 or args.seconds <= 0 or args.rounds <= 0 or (args.threads is not None and args.threads <= 0):
+    threads_bad = args.threads is not None and args.threads <= 0
+    if min(batches) <= 0 or args.seconds <= 0 or args.rounds <= 0 or threads_bad:
         parser.error("--batches, --seconds, --rounds and --threads must be positive")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
