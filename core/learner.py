@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 from metazoo.config import LearnerConfig, build_config
+from metazoo.engine import GradientPool
 from metazoo.tasks import TaskBatch, TaskSuite
 from torch import nn
 
@@ -53,3 +54,32 @@ class MetaLearner(nn.Module, ABC):
         if "_optimizer" not in self.__dict__:  # built lazily: after .to(device) and plugin setup
             self.__dict__["_optimizer"] = self.make_optimizer()
         return self.__dict__["_optimizer"]
+
+
+class PooledMetaLearner(MetaLearner):
+    """A meta-learner whose outer step follows the mean of per-task gradients, pooled over
+    chunks of the meta-batch (``chunk_size``) and over data-parallel processes (DESIGN §5).
+    Subclasses say how one chunk's summed gradient is computed."""
+
+    @abstractmethod
+    def chunk_meta_gradient(self, chunk: TaskBatch) -> tuple[list[torch.Tensor | None], torch.Tensor]:
+        """Sums over the chunk's tasks of each meta-parameter's gradient (in ``parameters()``
+        order; ``None`` for an unused one) and of the loss."""
+
+    def meta_gradient(self, batch: TaskBatch) -> float:
+        """Write the mean gradient over ``batch`` (pooled over chunks and processes) into
+        ``p.grad`` of every meta-parameter; return the mean loss."""
+        self.train()
+        pool = GradientPool(list(self.parameters()))
+        size = self.config.chunk_size
+        for chunk in batch.split(size) if size and size < batch.num_tasks else [batch]:
+            grads, loss_sum = self.chunk_meta_gradient(chunk)
+            pool.add(grads, loss_sum, chunk.num_tasks)
+        pool.all_reduce()
+        return pool.apply()
+
+    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+        loss = self.meta_gradient(batch)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss}

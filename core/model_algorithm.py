@@ -14,9 +14,9 @@ from typing import ClassVar, Literal
 
 import torch
 from metazoo.config import LearnerConfig, positive
-from metazoo.engine import GradientPool, choose_execution, map_tasks
+from metazoo.engine import choose_execution, map_tasks
 from metazoo.errors import ZooError
-from metazoo.learner import MetaLearner
+from metazoo.learner import PooledMetaLearner
 from metazoo.tasks import TaskBatch, task_loss
 from torch.func import functional_call, vjp
 
@@ -39,7 +39,7 @@ class InnerLoopConfig(LearnerConfig):
         positive(self, "inner_steps", "inner_lr", "eval_inner_steps", "chunk_size")
 
 
-class ModelAlgorithmLearner(MetaLearner):
+class ModelAlgorithmLearner(PooledMetaLearner):
     """Learns how a model is trained: an initialisation (and possibly more) for an inner loop."""
 
     family: ClassVar[str] = "model-algorithm"
@@ -109,24 +109,6 @@ class ModelAlgorithmLearner(MetaLearner):
         total = losses.sum()
         grads = torch.autograd.grad(total, list(self.parameters()), allow_unused=True)
         return list(grads), total.detach()
-
-    def meta_gradient(self, batch: TaskBatch) -> float:
-        """Write the mean meta-gradient over ``batch`` (pooled over chunks and processes) into
-        ``p.grad`` of every meta-parameter; return the mean query loss."""
-        self.train()
-        pool = GradientPool(list(self.parameters()))
-        size = self.config.chunk_size
-        for chunk in batch.split(size) if size and size < batch.num_tasks else [batch]:
-            grads, loss_sum = self.chunk_meta_gradient(chunk)
-            pool.add(grads, loss_sum, chunk.num_tasks)
-        pool.all_reduce()
-        return pool.apply()
-
-    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
-        loss = self.meta_gradient(batch)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return {"loss": loss}
 
     def predict(self, batch: TaskBatch) -> torch.Tensor:
         self.eval()

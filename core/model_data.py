@@ -16,9 +16,9 @@ from typing import ClassVar, Literal
 
 import torch
 from metazoo.config import LearnerConfig, positive
-from metazoo.engine import GradientPool, choose_execution, map_tasks
+from metazoo.engine import choose_execution, map_tasks
 from metazoo.errors import ZooError
-from metazoo.learner import MetaLearner
+from metazoo.learner import PooledMetaLearner
 from metazoo.tasks import TaskBatch, TaskSuite, task_loss
 from torch import Tensor, nn
 
@@ -63,7 +63,7 @@ def one_hot(labels: Tensor, n_way: int, dtype: torch.dtype) -> Tensor:
     return (labels.unsqueeze(-1) == classes).to(dtype)
 
 
-class ModelDataLearner(MetaLearner):
+class ModelDataLearner(PooledMetaLearner):
     """Learns an embedding in which a task's support set classifies its queries directly.
 
     Only classification suites are accepted. Each task's support and query images go through
@@ -120,23 +120,6 @@ class ModelDataLearner(MetaLearner):
         total = task_loss("classification", self.logits(chunk), chunk.query_y) * chunk.num_tasks
         grads = torch.autograd.grad(total, list(self.parameters()), allow_unused=True)
         return list(grads), total.detach()
-
-    def meta_gradient(self, batch: TaskBatch) -> float:
-        """Write the mean gradient over ``batch`` (pooled over chunks and processes) into
-        ``p.grad`` of every meta-parameter; return the mean query loss."""
-        self.train()
-        pool = GradientPool(list(self.parameters()))
-        for chunk in batch.split(self.config.chunk_size or batch.num_tasks):
-            grads, loss_sum = self.chunk_meta_gradient(chunk)
-            pool.add(grads, loss_sum, chunk.num_tasks)
-        pool.all_reduce()
-        return pool.apply()
-
-    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
-        loss = self.meta_gradient(batch)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return {"loss": loss}
 
     def predict(self, batch: TaskBatch) -> Tensor:
         self.eval()
