@@ -5,6 +5,7 @@ resumably, on an executor (DESIGN §6)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -282,11 +283,14 @@ def peak_memory_mb(device: torch.device) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The commit of the metazoo source tree, when it is a git checkout."""
+    """The commit of the metazoo source tree (``…-dirty`` with uncommitted changes), when it is
+    a git checkout; read once per process, so later commits do not relabel code already loaded."""
     root = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=40"],
+                             capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None

@@ -293,12 +293,15 @@ def display_table(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 def environment(summary: pd.DataFrame) -> str:
     """One line naming the devices, torch and metazoo versions and git commits of a table."""
 
-    def distinct(column: str, width: int | None = None) -> str:
-        values = sorted({v[:width] for cell in summary[column].dropna() for v in str(cell).split(", ")})
+    def distinct(column: str, shorten=lambda value: value) -> str:
+        values = sorted({shorten(v) for cell in summary[column].dropna() for v in str(cell).split(", ")})
         return ", ".join(values) or "unknown"
 
+    def short_commit(commit: str) -> str:  # keeps a "-dirty" mark
+        return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
     return (f"Environment: device {distinct('device')}; torch {distinct('torch')}; "
-            f"metazoo {distinct('metazoo')}; git commit {distinct('git_commit', 12)}.")
+            f"metazoo {distinct('metazoo')}; git commit {distinct('git_commit', short_commit)}.")
 
 
 def _method(part: pd.DataFrame) -> str:
