@@ -25,6 +25,25 @@ def decoded_data_cache(tmp_path_factory):
         os.environ["METAZOO_CACHE"] = previous
 
 
+@pytest.fixture(scope="module")
+def host():
+    """The plugin host with the built-in plugins only (no third-party entry points)."""
+    import metazoo
+
+    return metazoo.Zoo(metazoo.get_plugin_manager(autoload=False))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def zoo(capsys):
     """Run ``zoo ARGS`` in-process; returns (exit status, stdout, stderr)."""

@@ -12,22 +12,10 @@ import torch
 from metazoo.models import MLP
 from metazoo.tasks import task_metrics
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "anil")
-
-
-@pytest.fixture(scope="module")
-def host() -> metazoo.Zoo:
-    """The plugin host with the built-in plugins only (no third-party entry points)."""
-    return metazoo.Zoo(metazoo.get_plugin_manager(autoload=False))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(host, algorithm, suite, seed=0, model=None, dtype=torch.float64, **hp):

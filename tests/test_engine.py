@@ -14,6 +14,9 @@ import torch
 from reference import adapt, leaf_copy, meta_gradient, reptile_pseudo_gradient
 from torch.func import functional_call
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 REL = 1e-10  # relative tolerance of float64 comparisons
 ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "anil")
 SUITES = ("sinusoid", "hyperplanes")
@@ -31,21 +34,6 @@ GRADIENT_CASES = [
     ("anil", {"first_order": True}, True),
     ("reptile", {}, None),
 ]
-
-
-@pytest.fixture(scope="module")
-def host() -> metazoo.Zoo:
-    """The plugin host with the built-in plugins only (no third-party entry points)."""
-    return metazoo.Zoo(metazoo.get_plugin_manager(autoload=False))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(host, algorithm, suite_name, seed=0, **hp):

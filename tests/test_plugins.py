@@ -51,7 +51,7 @@ def test_clash_between_two_plugins_names_both():
     pm = get_plugin_manager(autoload=False)
     pm.register(Copycat(), name="copycat")
     with pytest.raises(PluginError, match=r"'sinusoid' is registered by both plugin sinusoid .* and plugin copycat"):
-        Zoo(pm).suites
+        _ = Zoo(pm).suites
 
 
 def test_third_party_entry_point_is_loaded(toy_plugin, monkeypatch):
