@@ -20,6 +20,7 @@ def write_record(record: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide records from the other users of a results folder
         with os.fdopen(fd, "w") as handle:
             json.dump(record, handle, indent=1, allow_nan=True)
             handle.flush()
