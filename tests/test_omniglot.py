@@ -375,3 +375,12 @@ def test_download_error_is_clear(server, tmp_path):
     with pytest.raises(ZooError, match=r"could not download .*nowhere/images_background\.zip.*HTTP Error 404"):
         download_omniglot(tmp_path / "data", url + "nowhere/", md5=sums)
     assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_zoo_data_command_fetches_from_the_given_url_and_checks_md5(server, zoo, tmp_path):
+    url, _, requests = server
+    code, _, stderr = zoo("data", "omniglot", "--data-dir", str(tmp_path / "d"), "--url", url)
+    assert requests == ["/images_background.zip"]  # fetched from --url, then refused
+    assert code == 1 and "failed its md5 check" in stderr and "68d2efa1b9178cc56df9314c21c6e718" in stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert not any((tmp_path / "d").iterdir())
