@@ -17,7 +17,7 @@ import pytest
 from test_harness import install_faulty, records_of, running, write_spec, zoo_command
 
 
-def pid_in(marker: Path, timeout: float = 60) -> int:
+def pid_in(marker: Path, timeout: float = 300) -> int:
     """The pid that the ``mortal`` algorithm wrote into ``marker`` (waits for it)."""
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -3,7 +3,7 @@
 - ``raiser`` raises in its inner update;
 - ``nanmaker`` steps its inner loop by an infinite learning rate, so its loss becomes NaN;
 - ``mortal`` is plain MAML, except that the first process to reach step ``at_step`` of a run
-  creates the file ``marker``, writes its pid there and sleeps (up to a minute) to be killed;
+  creates the file ``marker``, writes its pid there and sleeps (up to 5 minutes) to be killed;
   a retry of the run finds the marker and trains normally.
 """
 
@@ -43,7 +43,7 @@ class Mortal(metazoo.ModelAlgorithmLearner):
             else:
                 os.write(fd, str(os.getpid()).encode())
                 os.close(fd)
-                time.sleep(60)
+                time.sleep(300)  # until the test kills this process
         return super().meta_train_step(batch)
 
 
