@@ -112,7 +112,7 @@ def test_ray_retries_a_run_whose_worker_was_killed(zoo, local_ray, tmp_path):
                                "--out", str(tmp_path / "out"))
     killer.join(5)
     assert code == 0, stderr
-    assert killed and "Ray, 2 at once" in stderr
+    assert killed and "Ray, 2 at once" in stderr, stderr
     records = {r["algorithm"]: r for r in records_of(tmp_path / "out").values()}
     assert records["mortal"]["status"] == "ok" and records["fomaml"]["status"] == "ok"
     assert len(records["mortal"]["test"]["per_task"]) == 20
