@@ -82,17 +82,18 @@ def paired_t_test(a: Iterable[float], b: Iterable[float]) -> float:
 
 def budget_label(budget: Mapping[str, Any]) -> str:
     """``'1000 steps, val every 250 steps'``: a training budget in words."""
+    seconds = "CPU s" if budget.get("clock") == "cpu" else "s"
     limits = []
     if budget.get("steps") is not None:
         limits.append(f"{budget['steps']} steps")
     if budget.get("time") is not None:
-        limits.append(f"{budget['time']:g} s")
+        limits.append(f"{budget['time']:g} {seconds}")
     label = " or ".join(limits) or "no budget recorded"
     checks = []
     if budget.get("val_every") is not None:
         checks.append(f"{budget['val_every']} steps")
     if budget.get("val_every_s") is not None:
-        checks.append(f"{budget['val_every_s']:g} s")
+        checks.append(f"{budget['val_every_s']:g} {seconds}")
     return label + (f", val every {' or '.join(checks)}" if checks else "")
 
 
