@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import metazoo
 import pandas as pd
+import torch
 from metazoo import harness
 from metazoo.benchmark import Benchmark, builtin_benchmarks, find_benchmark
 from metazoo.errors import UsageError, ZooError
@@ -76,6 +77,9 @@ def _check_writable(out: Path) -> None:
 @click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(file_okay=False),
               help="Results directory: one JSON record per run plus leaderboards.")
 @click.option("--force", is_flag=True, help="Re-run runs that already have a record.")
+@click.option("--threads", type=int,
+              help="Torch threads per run (default: 1 in this process, where the small models of "
+                   "meta-learning run fastest single-threaded; with --workers, cores ÷ workers).")
 @click.option("--workers", type=int,
               help="Runs at once: a local pool of N processes (default 1: in this process); with "
                    "--executor ray, at most N Ray tasks (default: the cluster's CPUs).")
@@ -91,13 +95,13 @@ def _check_writable(out: Path) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print only the leaderboard (and warnings).")
 @click.pass_obj
 def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, steps, seconds,
-          device, data_dir, out, force, workers, executor, address, retries, from_records, quiet) -> None:
+          device, data_dir, out, force, threads, workers, executor, address, retries, from_records, quiet) -> None:
     """Meta-train algorithms side by side on benchmarks × seeds and print their leaderboards.
 
     With no options: every algorithm on the quick sinusoid benchmark. Finished runs are kept
     (resume by running the same command again); concurrent processes on one --out share the runs.
     """
-    for name, value in (("--ways", ways), ("--shots", shots), ("--queries", queries),
+    for name, value in (("--ways", ways), ("--shots", shots), ("--queries", queries), ("--threads", threads),
                         ("--seeds", seeds), ("--steps", steps), ("--time", seconds), ("--workers", workers)):
         _positive(name, value)
     if retries < 0:
@@ -134,18 +138,19 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, 
         patterns = [a.strip() for a in algos.split(",") if a.strip()]
         runs = harness.plan(zoo, specs, patterns, list(range(seeds)), suite_options, _warn)
 
-    context = WorkerContext.of(zoo, device, suite_options)
+    context = WorkerContext.of(zoo, device, suite_options, threads)
     if executor == "ray":
         runner: Executor = RayExecutor(context, address, retries)
         runner.slots = workers or runner.slots
         where = f"Ray, {runner.slots} at once"
     elif workers and workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = threads or max(1, (os.cpu_count() or 1) // workers)
         runner = ProcessPool(dataclasses.replace(context, threads=threads), workers, retries, log)
         where = f"{workers} worker processes, {threads} torch thread(s) each"
     else:
+        torch.set_num_threads(threads or 1)
         runner = InProcess(zoo, context, progress=not quiet and sys.stderr.isatty())
-        where = "in this process"
+        where = f"in this process, {torch.get_num_threads()} torch thread(s)"
     benchmarks = list(dict.fromkeys(run.benchmark.name for run in runs))
     log(f"{len(runs)} run(s): {', '.join(benchmarks)} × {', '.join(dict.fromkeys(r.algorithm.name for r in runs))} "
         f"× seed(s) {', '.join(map(str, sorted({r.seed for r in runs})))} on {harness.device_name(torch_device)}, "
