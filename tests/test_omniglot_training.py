@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import metazoo
 import pytest
 import torch
-
-import metazoo
 from metazoo.harness import evaluate, sample_tasks
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
