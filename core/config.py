@@ -23,6 +23,18 @@ class LearnerConfig:
         positive(self, "meta_batch", "outer_lr")
 
 
+@dataclass(frozen=True)
+class PooledConfig(LearnerConfig):
+    """Hyperparameters of a learner whose outer step pools per-task gradients."""
+
+    chunk_size: int | None = None  # tasks per chunk of the meta-batch (default: all at once)
+    execution: Literal["auto", "vmap", "loop"] = "auto"  # see metazoo.engine
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive(self, "chunk_size")
+
+
 def positive(config: Any, *names: str) -> None:
     """Raise a :class:`ZooError` naming the first of ``names`` that is not > 0."""
     for name in names:

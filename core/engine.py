@@ -4,9 +4,10 @@ meta-gradients over chunks (and processes) before the outer update (DESIGN §5).
 Execution rule (``execution="auto"``): ``vmap`` everywhere except where each task runs a model
 with convolutions on its own weights on a CPU (the inner loop of a model-algorithm learner),
 where ``loop``. Under ``vmap`` a convolution with per-task weights over T tasks becomes one
-grouped convolution, which PyTorch's CPU kernels run about 2.4× slower than T separate
-convolutions (measured for conv4 on this project's 2-core machine); on CUDA the batched form is
-many times faster. With weights shared by all tasks (model-data learners) ``vmap`` folds the
+grouped convolution, which PyTorch's CPU kernels run about 2× slower than T separate
+convolutions (second-order MAML with conv4 on this project's 2-core machine: 0.49× the loop,
+``results/speed.md``); on CUDA the batched form is expected to be many times faster (not
+measured here: no GPU). With weights shared by all tasks (model-data learners) ``vmap`` folds the
 tasks into the convolution's batch dimension, which is faster than a loop on every device, as
 are fully connected models.
 
@@ -22,10 +23,10 @@ Performance notes (``python -m metazoo.benchmarks.speed``; tables in ``results/s
 - :class:`GradientPool` keeps the first chunk's gradients rather than adding them into
   zero-filled buffers, and counts tasks in Python: an unchunked step allocates nothing extra
   and reads one number back from the device (the loss).
-- Threads: the engine leaves torch's thread settings alone. On a 2-core machine shared with
-  other jobs, two intra-op threads made steps of these small models 1.5 to 16 times slower
-  than one thread, for the engine and a per-task loop alike (OpenMP workers wait for a
-  descheduled peer). There, run with ``torch.set_num_threads(1)`` or ``OMP_NUM_THREADS=1``.
+- Threads: the engine leaves torch's thread settings alone (``zoo bench --threads`` sets them,
+  1 by default). On a 2-core machine shared with other jobs, two intra-op threads made steps of
+  these small models 1.5 to 16 times slower than one thread, for the engine and a per-task loop
+  alike (OpenMP workers wait for a descheduled peer).
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-
-EXECUTIONS = ("auto", "vmap", "loop")
 
 
 def choose_execution(

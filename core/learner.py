@@ -6,8 +6,8 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
-from metazoo.config import LearnerConfig, build_config
-from metazoo.engine import GradientPool
+from metazoo.config import LearnerConfig, PooledConfig, build_config
+from metazoo.engine import GradientPool, choose_execution
 from metazoo.tasks import TaskBatch, TaskSuite
 from torch import nn
 
@@ -60,6 +60,18 @@ class PooledMetaLearner(MetaLearner):
     """A meta-learner whose outer step follows the mean of per-task gradients, pooled over
     chunks of the meta-batch (``chunk_size``) and over data-parallel processes (DESIGN §5).
     Subclasses say how one chunk's summed gradient is computed."""
+
+    Config: ClassVar[type[PooledConfig]] = PooledConfig
+    config: PooledConfig
+    #: Whether each task runs the model on weights of its own (an inner loop); decides the
+    #: execution rule of :func:`metazoo.engine.choose_execution`.
+    per_task_weights: ClassVar[bool] = True
+
+    @property
+    def execution(self) -> str:
+        """``"vmap"`` or ``"loop"``: the ``execution`` setting resolved for this model and device."""
+        device = next(self.parameters()).device
+        return choose_execution(self.config.execution, self.model, device, self.per_task_weights)
 
     @abstractmethod
     def chunk_meta_gradient(self, chunk: TaskBatch) -> tuple[list[torch.Tensor | None], torch.Tensor]:

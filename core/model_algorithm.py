@@ -10,11 +10,11 @@ chunking through a gradient pool, execution choice and evaluation without a seco
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
-from metazoo.config import LearnerConfig, positive
-from metazoo.engine import choose_execution, map_tasks
+from metazoo.config import PooledConfig, positive
+from metazoo.engine import map_tasks
 from metazoo.errors import ZooError
 from metazoo.learner import PooledMetaLearner
 from metazoo.tasks import TaskBatch, task_loss
@@ -24,19 +24,17 @@ Params = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
-class InnerLoopConfig(LearnerConfig):
+class InnerLoopConfig(PooledConfig):
     """Hyperparameters of an inner loop of gradient steps."""
 
     inner_steps: int = 1  # gradient steps on each task's support set during meta-training
     inner_lr: float = 0.01  # α in θ' = θ − α∇L(θ)
     eval_inner_steps: int | None = None  # steps at test time (default: inner_steps)
     first_order: bool = False  # drop second-order terms of the meta-gradient
-    chunk_size: int | None = None  # tasks per chunk of the meta-batch (default: all at once)
-    execution: Literal["auto", "vmap", "loop"] = "auto"  # see metazoo.engine
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive(self, "inner_steps", "inner_lr", "eval_inner_steps", "chunk_size")
+        positive(self, "inner_steps", "inner_lr", "eval_inner_steps")
 
 
 class ModelAlgorithmLearner(PooledMetaLearner):
@@ -97,11 +95,6 @@ class ModelAlgorithmLearner(PooledMetaLearner):
         """Meta-training objective of one task: query loss after adapting on the support."""
         adapted = self.adapt(sx, sy, self.config.inner_steps, not self.config.first_order)
         return self.loss(adapted, qx, qy)
-
-    @property
-    def execution(self) -> str:
-        device = next(self.parameters()).device
-        return choose_execution(self.config.execution, self.model, device)
 
     def chunk_meta_gradient(self, chunk: TaskBatch) -> tuple[list[torch.Tensor | None], torch.Tensor]:
         """Sum over the chunk's tasks of each task's meta-gradient, and of its loss."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
-from metazoo.config import LearnerConfig, positive
-from metazoo.engine import choose_execution, map_tasks
+from metazoo.config import PooledConfig
+from metazoo.engine import map_tasks
 from metazoo.errors import ZooError
 from metazoo.learner import PooledMetaLearner
 from metazoo.tasks import TaskBatch, TaskSuite, task_loss
@@ -24,15 +24,8 @@ from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
-class ModelDataConfig(LearnerConfig):
+class ModelDataConfig(PooledConfig):
     """Hyperparameters of a model-data meta-learner."""
-
-    chunk_size: int | None = None  # tasks per chunk of the meta-batch (default: all at once)
-    execution: Literal["auto", "vmap", "loop"] = "auto"  # see metazoo.engine
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        positive(self, "chunk_size")
 
 
 def embedding(model: nn.Module) -> nn.Module:
@@ -74,6 +67,7 @@ class ModelDataLearner(PooledMetaLearner):
     """
 
     family: ClassVar[str] = "model-data"
+    per_task_weights: ClassVar[bool] = False  # one embedding for every task
     Config: ClassVar[type[ModelDataConfig]] = ModelDataConfig
     config: ModelDataConfig
 
@@ -97,11 +91,6 @@ class ModelDataLearner(PooledMetaLearner):
         data-dependent Python control flow and no ``.item()``."""
 
     # -- the engine -----------------------------------------------------------------------------
-
-    @property
-    def execution(self) -> str:
-        device = next(self.parameters()).device
-        return choose_execution(self.config.execution, self.model, device, per_task_weights=False)
 
     def logits(self, batch: TaskBatch) -> Tensor:
         """Logits ``[T, Q, n_way]`` of every task's queries."""
