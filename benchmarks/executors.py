@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import torch
+from metazoo.bench import plan, run_bench
 from metazoo.benchmark import find_benchmark
 from metazoo.benchmarks.speed import describe
 from metazoo.executors import Executor, InProcess, ProcessPool, RayExecutor, WorkerContext
-from metazoo.harness import bench, plan
 from metazoo.manager import Zoo
 from tabulate import tabulate
 
@@ -34,7 +34,7 @@ EXECUTORS = ("inprocess", "pool", "ray")
 def make_executor(name: str, zoo: Zoo, workers: int, threads: int) -> tuple[Executor, str]:
     """The executor ``zoo bench`` would build for ``name`` (with ``threads`` torch threads per
     run, the same for all), and its label."""
-    context = WorkerContext.of(zoo, "cpu", {}, threads)
+    context = WorkerContext.of(zoo, "cpu", threads=threads)
     if name == "ray":
         executor = RayExecutor(context)
         executor.slots = workers
@@ -49,7 +49,7 @@ def sweep(name: str, zoo: Zoo, runs: list, workers: int, threads: int, out: Path
     start = time.perf_counter()
     executor, label = make_executor(name, zoo, workers, threads)
     startup = time.perf_counter() - start
-    records = bench(runs, executor, out, torch.device("cpu"), log=lambda message: None)
+    records = run_bench(runs, executor, out, torch.device("cpu"), log=lambda message: None)
     wall = time.perf_counter() - start
     for record in records:
         if record["status"] != "ok":

@@ -15,12 +15,14 @@ from typing import Any, Literal
 
 from metazoo.config import build_config, positive
 from metazoo.errors import UsageError, ZooError
+from metazoo.evaluation import TASK_SAMPLING
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """How runs are validated and tested. The test tasks depend only on ``eval_seed``, so every
-    algorithm and training seed of a benchmark meets the identical list (paired comparisons)."""
+    """How runs are validated and tested. Task ``i`` of the val and test lists depends only on
+    the protocol, ``eval_seed`` and ``i`` (see :mod:`metazoo.evaluation`), so every algorithm and
+    training seed of a benchmark meets the identical list (paired comparisons)."""
 
     test_tasks: int = 600
     val_tasks: int = 100
@@ -31,11 +33,15 @@ class Evaluation:
         positive(self, "test_tasks", "val_tasks", "batch_tasks")
 
 
+DEFAULT_STEPS = 1000
+
+
 @dataclass(frozen=True)
 class Training:
-    """The meta-training budget: ``steps`` outer updates, or ``time`` seconds, whichever first."""
+    """The meta-training budget: ``steps`` outer updates, or ``time`` seconds, whichever comes
+    first; give one of them for a budget of that alone. With neither: 1000 steps."""
 
-    steps: int | None = 1000
+    steps: int | None = None
     time: float | None = None  # seconds of meta-training, task sampling included, validation excluded
     val_every: int | None = 250  # validate every this many steps, and at the end
     val_every_s: float | None = None  # or every this many seconds of meta-training
@@ -46,7 +52,7 @@ class Training:
     def __post_init__(self) -> None:
         positive(self, "steps", "time", "val_every", "val_every_s")
         if self.steps is None and self.time is None:
-            raise ZooError("a training budget needs steps or time")
+            object.__setattr__(self, "steps", DEFAULT_STEPS)
 
 
 @dataclass(frozen=True)
@@ -70,12 +76,14 @@ class Benchmark:
     algorithms: dict[str, dict[str, Any]] = field(default_factory=dict)  # hyperparameters
     published: dict[str, Published] = field(default_factory=dict)
     source: str = "<built-in defaults>"
+    overridden: str = ""  # the command-line options that changed the protocol, for messages
 
     def with_overrides(self, protocol: dict[str, Any], training: dict[str, Any]) -> Benchmark:
         """A copy with some protocol settings or budget replaced. A changed protocol renames
         the benchmark (``sinusoid`` → ``sinusoid-shots10``) and drops published numbers that
         were for the original protocol."""
         changed = {k: v for k, v in protocol.items() if self.protocol.get(k) != v}
+        options = " ".join(f"--{k} {v}" for k, v in protocol.items())
         name = self.name + "".join(f"-{k}{v}" for k, v in sorted(changed.items()))
         new_training = build_config(
             Training, {**dataclasses.asdict(self.training), **training}, f"{self.source} [training]"
@@ -86,6 +94,7 @@ class Benchmark:
             protocol={**self.protocol, **protocol},
             training=new_training,
             published={} if changed else self.published,
+            overridden=" ".join(filter(None, (self.overridden, options))),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,9 +111,14 @@ class Benchmark:
         }
 
     def hash(self) -> str:
-        """Digest of what defines the tasks and the evaluation (not the training budget)."""
+        """Digest of what defines the val and test tasks and the evaluation: the suite, its
+        protocol, the evaluation settings (not ``batch_tasks``, a memory bound) and the version
+        of the task derivation; not the training budget."""
+        evaluation = dataclasses.asdict(self.evaluation)
+        del evaluation["batch_tasks"]
         blob = json.dumps(
-            {"suite": self.suite, "protocol": self.protocol, "evaluation": dataclasses.asdict(self.evaluation)},
+            {"suite": self.suite, "protocol": self.protocol, "evaluation": evaluation,
+             "task_sampling": TASK_SAMPLING},
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import click
 import metazoo
 import pandas as pd
 import torch
-from metazoo import harness
+from metazoo.bench import pending, plan, run_bench, run_from_record
 from metazoo.benchmark import Benchmark, builtin_benchmarks, find_benchmark
 from metazoo.errors import UsageError, ZooError
 from metazoo.executors import Executor, InProcess, ProcessPool, RayExecutor, WorkerContext
@@ -28,9 +30,11 @@ from metazoo.leaderboard import (
 )
 from metazoo.manager import Zoo, get_plugin_manager, parse_plugin_options
 from metazoo.records import read_records
+from metazoo.run import device_name, resolve_device
 
 DEFAULT_BENCHMARK = "sinusoid"
 DEFAULT_OUT = "zoo-results"
+ARGV = "metazoo.argv"  # key of the command line in the click context's meta, for the records
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,6 +45,8 @@ DEFAULT_OUT = "zoo-results"
 def cli(ctx: click.Context, plugin_options: tuple[str, ...]) -> None:
     """metazoo: meta-learning algorithms compared on identical tasks."""
     blocked = parse_plugin_options(plugin_options)
+    if isinstance(ctx.obj, dict):  # from main(): the arguments, recorded with each run
+        ctx.meta[ARGV] = ctx.obj.get("argv", [])
     ctx.obj = Zoo(get_plugin_manager(blocked=blocked))
 
 
@@ -52,9 +58,8 @@ def _positive(name: str, value: float | None) -> None:
 def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".zoo-write-test"
-        probe.write_text("")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".zoo-write-test-"):
+            pass  # a name of its own, so that concurrent processes do not race on one probe
     except OSError as exc:
         raise UsageError(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
 
@@ -92,10 +97,15 @@ def _check_writable(out: Path) -> None:
 @click.option("--from-record", "from_records", multiple=True, type=click.Path(dir_okay=False),
               metavar="FILE", help="Re-run exactly the run of this record (repeatable) into --out "
                                      "(where a record of it is kept unless --force).")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the leaderboard (and warnings).")
+@click.option("--dry-run", is_flag=True,
+              help="Check the configuration and list the runs, each done (has a record) or to run; run nothing.")
+@click.option("--progress-every", type=float, default=60.0, show_default=True, metavar="SECONDS",
+              help="When stderr is not a terminal: one progress line per run every SECONDS.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the leaderboard (and warnings): no progress.")
 @click.pass_obj
 def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, steps, seconds,
-          device, data_dir, out, force, threads, workers, executor, address, retries, from_records, quiet) -> None:
+          device, data_dir, out, force, threads, workers, executor, address, retries, from_records,
+          dry_run, progress_every, quiet) -> None:
     """Meta-train algorithms side by side on benchmarks × seeds and print their leaderboards.
 
     With no options: every algorithm on the quick sinusoid benchmark. Finished runs are kept
@@ -104,6 +114,7 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, 
     for name, value in (("--ways", ways), ("--shots", shots), ("--queries", queries), ("--threads", threads),
                         ("--seeds", seeds), ("--steps", steps), ("--time", seconds), ("--workers", workers)):
         _positive(name, value)
+    _positive("--progress-every", progress_every)
     if retries < 0:
         raise UsageError(f"--retries must be 0 or more, got {retries}")
     if address and executor != "ray":
@@ -111,36 +122,50 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, 
     names = [n.strip() for value in benchmark_names for n in value.split(",") if n.strip()]
     if names and suite:
         raise UsageError("give --benchmark or --suite, not both")
-    torch_device = harness.resolve_device(device)
+    torch_device = resolve_device(device)
     out_dir = Path(out)
     _check_writable(out_dir)
-    suite_options = {"data_dir": data_dir} if data_dir else {}
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
 
-    if from_records:
-        given = [option for option, value in (
-            ("--algos", algos != "*"), ("--benchmark", names), ("--suite", suite), ("--ways", ways),
-            ("--shots", shots), ("--queries", queries), ("--seeds", seeds != 1), ("--steps", steps),
-            ("--time", seconds)) if value]
-        if given:
-            raise UsageError(f"--from-record takes the benchmark, algorithm, seed and budget from the "
-                             f"record; drop {', '.join(given)}")
-        runs = [harness.run_from_record(zoo, Path(path), suite_options, _warn) for path in from_records]
-    else:
-        if suite:
-            zoo.suites.get(suite)  # unknown suite → exit 2 with the available names
-            specs = [find_benchmark(suite) if suite in builtin_benchmarks() else Benchmark(name=suite, suite=suite)]
+    try:  # every configuration error stops here, before any run: exit status 2
+        if from_records:
+            given = [option for option, value in (
+                ("--algos", algos != "*"), ("--benchmark", names), ("--suite", suite), ("--ways", ways),
+                ("--shots", shots), ("--queries", queries), ("--seeds", seeds != 1), ("--steps", steps),
+                ("--time", seconds)) if value]
+            if given:
+                raise UsageError(f"--from-record takes the benchmark, algorithm, seed and budget from the "
+                                 f"record; drop {', '.join(given)}")
+            runs = [run_from_record(zoo, Path(path), data_dir, _warn) for path in from_records]
         else:
-            specs = [find_benchmark(name) for name in names or [DEFAULT_BENCHMARK]]
-        protocol = {k: v for k, v in (("ways", ways), ("shots", shots), ("queries", queries)) if v is not None}
-        budget = {"steps": steps, "time": seconds} if steps is not None or seconds is not None else {}
-        specs = [spec.with_overrides(protocol, budget) for spec in specs]
-        patterns = [a.strip() for a in algos.split(",") if a.strip()]
-        runs = harness.plan(zoo, specs, patterns, list(range(seeds)), suite_options, _warn)
+            if suite:
+                zoo.suites.get(suite)  # unknown suite → exit 2 with the available names
+                specs = [find_benchmark(suite) if suite in builtin_benchmarks() else Benchmark(name=suite, suite=suite)]
+            else:
+                specs = [find_benchmark(name) for name in names or [DEFAULT_BENCHMARK]]
+            protocol = {k: v for k, v in (("ways", ways), ("shots", shots), ("queries", queries)) if v is not None}
+            budget = {"steps": steps, "time": seconds} if steps is not None or seconds is not None else {}
+            specs = [spec.with_overrides(protocol, budget) for spec in specs]
+            patterns = [a.strip() for a in algos.split(",") if a.strip()]
+            runs = plan(zoo, specs, patterns, list(range(seeds)), data_dir, _warn)
+    except UsageError:
+        raise
+    except ZooError as exc:
+        raise UsageError(str(exc)) from None
+    if data_dir and not any(zoo.suites.get(r.benchmark.suite).info.get("uses_data") for r in runs):
+        _warn(f"--data-dir {data_dir} is not used: no suite of these benchmarks reads data")
+    benchmarks = list(dict.fromkeys(run.benchmark.name for run in runs))
+    if dry_run:
+        todo = pending(runs, out_dir)
+        for run in runs:
+            click.echo(f"{run.label}: {'to run' if run in todo else 'done'} ({run.path(out_dir)})")
+        click.echo(f"{len(todo)} of {len(runs)} run(s) to run")
+        return
 
-    context = WorkerContext.of(zoo, device, suite_options, threads)
+    progress = "off" if quiet else "auto"
+    context = WorkerContext.of(zoo, device, data_dir, threads, progress, progress_every)
     if executor == "ray":
-        runner: Executor = RayExecutor(context, address, retries)
+        runner: Executor = RayExecutor(dataclasses.replace(context, progress="off"), address, retries)
         runner.slots = workers or runner.slots
         where = f"Ray, {runner.slots} at once"
     elif workers and workers > 1:
@@ -149,24 +174,32 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, 
         where = f"{workers} worker processes, {threads} torch thread(s) each"
     else:
         torch.set_num_threads(threads or 1)
-        runner = InProcess(zoo, context, progress=not quiet and sys.stderr.isatty())
+        runner = InProcess(zoo, context)
         where = f"in this process, {torch.get_num_threads()} torch thread(s)"
-    benchmarks = list(dict.fromkeys(run.benchmark.name for run in runs))
     log(f"{len(runs)} run(s): {', '.join(benchmarks)} × {', '.join(dict.fromkeys(r.algorithm.name for r in runs))} "
-        f"× seed(s) {', '.join(map(str, sorted({r.seed for r in runs})))} on {harness.device_name(torch_device)}, "
+        f"× seed(s) {', '.join(map(str, sorted({r.seed for r in runs})))} on {device_name(torch_device)}, "
         f"{where}")
+    command = shlex.join(["zoo", *click.get_current_context().meta.get(ARGV, ["bench"])])
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        records = harness.bench(runs, runner, out_dir, torch_device, force=force, log=log, warn=_warn)
+        records = run_bench(runs, runner, out_dir, torch_device, force=force, log=log, warn=_warn,
+                            command=command)
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-    for name in benchmarks:
-        table = summarize([r for r in records if r["benchmark"] == name])
+    folder_records = []
+    for name in benchmarks:  # each folder's leaderboard holds every record in it, whoever wrote it
         folder = out_dir / name
-        (folder / "leaderboard.md").write_text(render(table, "md"))
-        (folder / "leaderboard.csv").write_text(render(table, "csv"))
-    click.echo(render(summarize(records), "md"))
+        records_here = read_records(folder / "runs", warn=_warn)
+        (folder / "leaderboard.md").write_text(render(summarize(records_here), "md"))
+        (folder / "leaderboard.csv").write_text(render(summarize(records_here), "csv"))
+        folder_records += records_here
+    click.echo(render(summarize(folder_records), "md"))
     log(f"records and leaderboard.md/.csv written to {', '.join(str(out_dir / n) for n in benchmarks)}")
+    failed = [r for r in records if r["status"] != "ok"]
+    if failed:
+        raise ZooError(f"{len(failed)} of {len(records)} run(s) failed: "
+                       + "; ".join(f"{r['algorithm']} seed {r['seed']} ({r['error']})" for r in failed[:3])
+                       + ("; …" if len(failed) > 3 else ""))
 
 
 def _warn(message: str) -> None:
@@ -291,7 +324,8 @@ def data(dataset: str, data_dir: str | None, url: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``zoo``: errors are one line on stderr; usage errors exit with status 2."""
     try:
-        cli.main(args=argv, prog_name="zoo", standalone_mode=False)
+        args = sys.argv[1:] if argv is None else list(argv)
+        cli.main(args=args, prog_name="zoo", standalone_mode=False, obj={"argv": args})
     except click.exceptions.Abort:
         click.echo("zoo: interrupted", err=True)
         return 130

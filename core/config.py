@@ -55,6 +55,10 @@ def build_config(cls: type, values: dict[str, Any], owner: str) -> Any:
             f"{owner}: unknown setting {', '.join(map(repr, unknown))}; "
             f"accepted: {', '.join(sorted(accepted))}"
         )
+    missing = sorted(name for name, f in accepted.items() if name not in values
+                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    if missing:
+        raise ZooError(f"{owner}: missing setting {', '.join(map(repr, missing))} (required)")
     hints = typing.get_type_hints(cls)
     checked = {key: _check_type(owner, key, value, hints[key]) for key, value in values.items()}
     try:

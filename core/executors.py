@@ -17,15 +17,16 @@ import signal
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import torch
 from metazoo.benchmark import Benchmark
 from metazoo.errors import UsageError, ZooError
-from metazoo.harness import Run, execute, resolve_device
 from metazoo.manager import AUTOLOAD_ENV, Zoo, get_plugin_manager
+from metazoo.progress import Mode
+from metazoo.run import Run, execute, resolve_device
 from tqdm import tqdm
 
 #: What a run ends in: its record, or the error that kept the worker from making one.
@@ -43,13 +44,17 @@ class WorkerContext:
     blocked: tuple[str, ...] = ()  # plugin names blocked in the parent (-p no:NAME)
     autoload: bool = True  # load the ``metazoo`` entry points
     device: str = "cpu"
-    suite_options: dict[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None  # --data-dir, for the suites that read data
     threads: int | None = None  # torch threads per worker (None: torch's default; Ray's is 1)
+    progress: Mode = "off"  # "auto": a bar on a terminal, else a line a minute; "off"
+    progress_every_s: float = 60.0
 
     @classmethod
-    def of(cls, zoo: Zoo, device: str, suite_options: dict[str, Any], threads: int | None = None) -> WorkerContext:
+    def of(cls, zoo: Zoo, device: str, data_dir: str | None = None, threads: int | None = None,
+           progress: Mode = "off", progress_every_s: float = 60.0) -> WorkerContext:
         blocked = tuple(name for name, plugin in zoo.pm.list_name_plugin() if plugin is None)
-        return cls(blocked, not os.environ.get(AUTOLOAD_ENV), device, dict(suite_options), threads)
+        return cls(blocked, not os.environ.get(AUTOLOAD_ENV), device, data_dir, threads, progress,
+                   progress_every_s)
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ _zoos: dict[tuple[tuple[str, ...], bool], Zoo] = {}
 
 
 def run_job(job: Job, context: WorkerContext) -> dict[str, Any]:
-    """Execute ``job`` in a worker process (no progress bar) and return its record."""
+    """Execute ``job`` in a worker process and return its record; progress, if any, as lines."""
     plugins = (context.blocked, context.autoload)
     if plugins not in _zoos:
         _zoos[plugins] = Zoo(get_plugin_manager(blocked=context.blocked, autoload=context.autoload))
@@ -81,7 +86,8 @@ def run_job(job: Job, context: WorkerContext) -> dict[str, Any]:
     if run.key != job.key:
         raise ZooError(f"the worker has {job.algorithm} from {run.algorithm.source}, which gives "
                        "another run key than the parent's: install the same plugins everywhere")
-    return execute(run, zoo, resolve_device(context.device), suite_options=context.suite_options)
+    progress = "lines" if context.progress != "off" else "off"
+    return execute(run, zoo, resolve_device(context.device), progress, context.data_dir, context.progress_every_s)
 
 
 class Executor(ABC):
@@ -103,10 +109,10 @@ class Executor(ABC):
 
 
 class InProcess(Executor):
-    """One run after another in this process, with the parent's Zoo and a progress bar."""
+    """One run after another in this process, with the parent's Zoo."""
 
-    def __init__(self, zoo: Zoo, context: WorkerContext, progress: bool = False) -> None:
-        self.zoo, self.context, self.progress = zoo, context, progress
+    def __init__(self, zoo: Zoo, context: WorkerContext) -> None:
+        self.zoo, self.context = zoo, context
         self._queue: list[tuple[int, Run]] = []
 
     def submit(self, ticket: int, run: Run) -> None:
@@ -115,7 +121,8 @@ class InProcess(Executor):
     def wait(self) -> list[tuple[int, Outcome]]:
         ticket, run = self._queue.pop(0)
         device = resolve_device(self.context.device)
-        return [(ticket, execute(run, self.zoo, device, self.progress, self.context.suite_options))]
+        context = self.context
+        return [(ticket, execute(run, self.zoo, device, context.progress, context.data_dir, context.progress_every_s))]
 
     def close(self) -> None:
         """Nothing runs in the background."""

@@ -47,6 +47,13 @@ def read_record(path: Path, warn: Callable[[str], None] = print) -> dict[str, An
     return record
 
 
+def finished_record(path: Path, warn: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """The record at ``path`` if it is a readable record of a successful run, else None (a
+    corrupt file is warned about, as :func:`read_record` does)."""
+    record = read_record(path, warn)
+    return record if record is not None and record.get("status") == "ok" else None
+
+
 def read_records(folder: Path, warn: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Every metazoo run record under ``folder``; other or corrupt JSON files are skipped with a
     warning naming each."""

@@ -101,6 +101,9 @@ class AlgorithmRegistry(Registry):
 class SuiteRegistry(Registry):
     kind = "suite"
 
-    def add(self, name: str, factory: Callable[..., Any], **info: Any) -> None:
-        """Register ``factory(**protocol) -> TaskSuite`` as ``name``."""
-        self._add(name, factory, None, info)
+    def add(self, name: str, factory: Callable[..., Any], *, uses_data: bool = False, **info: Any) -> None:
+        """Register ``factory(**protocol) -> TaskSuite`` as ``name``. A suite that reads a
+        dataset says ``uses_data=True``; its factory then also takes ``data_dir`` (the folder
+        given by ``--data-dir``, or None for the suite's own default), which is not part of
+        the protocol."""
+        self._add(name, factory, None, {**info, "uses_data": bool(uses_data)})

@@ -61,6 +61,11 @@ class TaskBatch:
 
         return TaskBatch(*(move(t) for t in self.tensors()))
 
+    @classmethod
+    def cat(cls, batches: list[TaskBatch]) -> TaskBatch:
+        """The tasks of ``batches``, in order, as one batch."""
+        return cls(*(torch.cat(parts) for parts in zip(*(b.tensors() for b in batches))))
+
     def split(self, chunk_size: int) -> list[TaskBatch]:
         """Consecutive chunks of at most ``chunk_size`` tasks."""
         return [self[i : i + chunk_size] for i in range(0, self.num_tasks, chunk_size)]
@@ -83,6 +88,11 @@ class TaskSuite(ABC):
     @abstractmethod
     def make_model(self) -> torch.nn.Module:
         """The suite's default backbone, freshly initialised from torch's global RNG."""
+
+    def prepare(self) -> None:
+        """Load or verify what the suite reads (a dataset) before any run starts; raise a
+        :class:`metazoo.ZooError` saying what is missing and how to get it. Default: nothing."""
+        return None
 
     @property
     def metric(self) -> str:

@@ -9,28 +9,30 @@ contiguous slice of the tasks (an uneven split is fine: 5 tasks on 2 ranks are 3
 learner's :class:`metazoo.engine.GradientPool` sums the meta-gradients, losses and task counts
 of all ranks and divides by the global count, so every rank applies the mean meta-gradient of
 the whole batch and takes the same optimiser step. The harness runs unchanged on every rank
-(:func:`metazoo.harness.execute`); rank 0 writes the record. Backend: gloo on CPU, NCCL on CUDA.
+(:func:`metazoo.run.execute`); rank 0 claims the run with the same lock as ``zoo bench`` (so the
+two never run one key at once), reads an earlier record with the same reader, and writes the
+record. Backend: gloo on CPU, NCCL on CUDA.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from metazoo import harness
 from metazoo.benchmark import find_benchmark
 from metazoo.errors import UsageError, ZooError
 from metazoo.learner import MetaLearner
 from metazoo.manager import Zoo, get_plugin_manager
-from metazoo.records import write_record
+from metazoo.records import RunLock, finished_record, write_record
 from metazoo.registry import Entry
+from metazoo.run import Run, execute, make_learner, make_suite, resolve_device
 from metazoo.tasks import TaskBatch
 
 
@@ -109,10 +111,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def train(args: argparse.Namespace, log: Callable[[str], None]) -> dict | None:
     """Run ``args`` on this process's rank and return its record (None if the run was done
-    before); rank 0 writes it."""
+    before, or is running in another process); rank 0 claims the run and writes its record."""
     if args.steps is not None and args.steps <= 0:
         raise UsageError(f"--steps must be a positive number, got {args.steps}")
-    device = harness.resolve_device(args.device)
+    device = resolve_device(args.device)
     rank, world = dist.get_rank(), dist.get_world_size()
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
@@ -126,24 +128,36 @@ def train(args: argparse.Namespace, log: Callable[[str], None]) -> dict | None:
                          "step), but the spec has a time budget; give --steps N")
     zoo = Zoo(get_plugin_manager())
     entry = zoo.algorithms.get(args.algo)
-    suite_options = {"data_dir": args.data_dir} if args.data_dir else {}
-    probe = harness.make_learner(harness.Run(spec, entry, args.seed), harness.make_suite(zoo, spec, **suite_options))
+    suite = make_suite(zoo, spec, args.data_dir)
+    suite.prepare()
+    probe = make_learner(Run(spec, entry, args.seed), suite)
     if probe.config.meta_batch < world:
         raise UsageError(f"meta_batch {probe.config.meta_batch} of {args.algo} is smaller than the {world} processes")
 
-    run = harness.Run(spec, sharded_entry(entry, rank, world), args.seed)
+    run = Run(spec, sharded_entry(entry, rank, world), args.seed)
     path = run.path(Path(args.out))
-    done = [rank == 0 and not args.force and path.exists() and json.loads(path.read_text()).get("status") == "ok"]
-    dist.broadcast_object_list(done, src=0)
-    if done[0]:
-        if rank == 0:
-            log(f"{args.algo} seed {args.seed}: done before, kept ({path}); --force re-runs it")
-        return None
-    record = harness.execute(run, zoo, device, progress=rank == 0 and sys.stderr.isatty(),
-                             suite_options=suite_options)
-    record["data_parallel"] = {"world_size": world, "backend": dist.get_backend()}
+    lock = RunLock(path)
+    state = ["run"]
     if rank == 0:
-        write_record(record, path)
+        if not args.force and finished_record(path, warn=lambda m: log(f"{m}; running it again")) is not None:
+            state = ["done"]
+        elif not lock.acquire():
+            state = [f"running in {lock.holder()}"]
+    dist.broadcast_object_list(state, src=0)
+    if state[0] != "run":
+        if rank == 0:
+            message = "done before, kept" if state[0] == "done" else f"{state[0]}; not started"
+            log(f"{args.algo} seed {args.seed}: {message} ({path}); --force re-runs a finished run")
+        return None
+    try:
+        record = execute(run, zoo, device, progress="auto" if rank == 0 else "off", data_dir=args.data_dir)
+        record["data_parallel"] = {"world_size": world, "backend": dist.get_backend()}
+        record["command"] = shlex.join(["torchrun", f"--nproc_per_node={world}", "-m", "metazoo.train",
+                                        *args.argv])
+        if rank == 0:
+            write_record(record, path)
+    finally:
+        lock.release()
     if record["status"] != "ok":
         log(f"{args.algo} seed {args.seed} FAILED: {record['error']}")
     elif rank == 0:
@@ -156,6 +170,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None]) -> dict | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: join the process group, train, leave it; errors are one line on stderr."""
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     backend = "nccl" if args.device.startswith("cuda") else "gloo"
     dist.init_process_group(backend, init_method=args.init_method,
                             rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)))

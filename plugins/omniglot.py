@@ -1,7 +1,7 @@
 """Omniglot few-shot image classification (Lake et al. 2015), set up as in MAML (Finn et al. 2017).
 
 Data: the real images of the canonical release, found, verified, decoded and cached by
-:mod:`metazoo.data` (option ``data_dir``, else ``$METAZOO_DATA``, else the per-user directory;
+:mod:`metazoo.data` (argument ``data_dir``, given by ``--data-dir``, else ``$METAZOO_DATA``, else the per-user directory;
 ``zoo data omniglot`` downloads them). Images are 1×S×S float32, ink 1.0 on background 0.0,
 resized from 105×105 as the MAML reference preprocessing does (S = ``image_size``, 28 default).
 
@@ -47,13 +47,12 @@ ROTATIONS = 4  # 0, 90, 180, 270 degrees: classes per character
 
 @dataclass(frozen=True)
 class OmniglotConfig:
-    """The suite's options; all but ``data_dir`` define its tasks."""
+    """The suite's protocol: the settings that define its tasks."""
 
     ways: int = 5  # classes per task
     shots: int = 1  # support drawings per class
     queries: int = 15  # query drawings per class
     image_size: int = 28  # side of the square images, in pixels
-    data_dir: str | None = None  # where the zips are; not part of the protocol
 
     def __post_init__(self) -> None:
         positive(self, "ways", "shots", "queries", "image_size")
@@ -96,8 +95,13 @@ class Omniglot(TaskSuite):
     name = "omniglot"
     kind = "classification"
 
-    def __init__(self, **protocol):
+    def __init__(self, data_dir: str | None = None, **protocol):
         self.config = build_config(OmniglotConfig, protocol, "suite omniglot")
+        self.data_dir = data_dir  # where the zips are (None: $METAZOO_DATA or the cache); not protocol
+
+    def prepare(self) -> None:
+        """Find, verify and decode the images (cached), so that missing data stops a bench early."""
+        self.data  # noqa: B018
 
     @property
     def ways(self) -> int:
@@ -106,7 +110,7 @@ class Omniglot(TaskSuite):
     @cached_property
     def data(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The images ``[1623, 20, S, S]`` uint8 and each split's character indices (loaded once)."""
-        loaded = load_omniglot(self.config.data_dir, self.config.image_size)
+        loaded = load_omniglot(self.data_dir, self.config.image_size)
         return loaded.images, split_characters(loaded.characters)
 
     def classes(self, split: str) -> torch.Tensor:
@@ -151,12 +155,6 @@ class Omniglot(TaskSuite):
         c = self.config
         return Conv4(in_channels=1, out_features=c.ways, image_size=c.image_size)
 
-    def protocol(self) -> dict:
-        """The task-defining settings (everything but ``data_dir``)."""
-        protocol = super().protocol()
-        del protocol["data_dir"]
-        return protocol
-
 
 def _draw(generator: torch.Generator, rows: int, n: int, k: int) -> torch.Tensor:
     """``[rows, k]``: for each row, ``k`` distinct indices of ``0..n-1`` in random order."""
@@ -177,6 +175,7 @@ def zoo_register_suites(registry):
     registry.add(
         "omniglot",
         Omniglot,
+        uses_data=True,
         paper=PAPER,
         summary="few-shot classification of handwritten characters (real Omniglot images, "
         "1100/100/423 character split, rotations as new classes)",

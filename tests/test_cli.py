@@ -56,12 +56,12 @@ def test_bench_trains_tests_and_writes_a_leaderboard(zoo, quick_spec, tmp_path):
 
 def test_every_algorithm_meets_the_identical_test_tasks(zoo, quick_spec, tmp_path):
     from metazoo.benchmark import load_benchmark
-    from metazoo.harness import sample_tasks
+    from metazoo.evaluation import TaskList
     from metazoo.plugins.sinusoid import Sinusoid
 
     spec = load_benchmark(quick_spec)
-    first = list(sample_tasks(Sinusoid(**spec.protocol), "test", 50, spec.evaluation.eval_seed, 20))
-    again = list(sample_tasks(Sinusoid(**spec.protocol), "test", 50, spec.evaluation.eval_seed, 20))
+    first = list(TaskList(Sinusoid(**spec.protocol), "test", 50, spec.evaluation.eval_seed, 20))
+    again = list(TaskList(Sinusoid(**spec.protocol), "test", 50, spec.evaluation.eval_seed, 20))
     for a, b in zip(first, again, strict=True):
         for x, y in zip(a.tensors(), b.tensors()):
             assert x.equal(y)
@@ -158,10 +158,10 @@ def test_bad_hyperparameter_in_a_spec_names_file_and_key(zoo, tmp_path):
     spec = tmp_path / "bad.toml"
     spec.write_text('suite = "sinusoid"\n[algorithms.maml]\ninner_lrr = 0.1\n')
     code, _, stderr = zoo("bench", "--benchmark", str(spec), "--algos", "maml", "--out", str(tmp_path))
-    assert code == 1 and "unknown setting 'inner_lrr'" in stderr and "inner_lr" in stderr
+    assert code == 2 and "unknown setting 'inner_lrr'" in stderr and "inner_lr" in stderr
     spec.write_text('suite = "sinusoid"\n[training]\nsteps = "many"\n')
     code, _, stderr = zoo("bench", "--benchmark", str(spec), "--out", str(tmp_path))
-    assert code == 1 and str(spec) in stderr and "steps must be int" in stderr
+    assert code == 2 and str(spec) in stderr and "steps must be int" in stderr
 
 
 def test_model_data_learner_is_refused_on_regression(zoo, tmp_path):

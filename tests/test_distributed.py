@@ -137,9 +137,9 @@ outer_lr = 0.01
 
 
 def test_metazoo_train_end_to_end_matches_a_single_process_run(tmp_path):
-    from metazoo import harness
     from metazoo.benchmark import load_benchmark
     from metazoo.manager import Zoo, get_plugin_manager
+    from metazoo.run import Run, execute
 
     spec = tmp_path / "quick.toml"
     spec.write_text(QUICK_SPEC)
@@ -161,8 +161,8 @@ def test_metazoo_train_end_to_end_matches_a_single_process_run(tmp_path):
     record = json.loads(next((out / "quick" / "runs").glob("maml-seed3-*.json")).read_text())
     assert record["status"] == "ok" and record["data_parallel"] == {"world_size": 2, "backend": "gloo"}
     zoo = Zoo(get_plugin_manager(autoload=False))
-    run = harness.Run(load_benchmark(spec), zoo.algorithms.get("maml"), 3)
-    single = harness.execute(run, zoo, torch.device("cpu"))
+    run = Run(load_benchmark(spec), zoo.algorithms.get("maml"), 3)
+    single = execute(run, zoo, torch.device("cpu"))
     assert record["key"] == single["key"]
     assert record["train"]["steps"] == single["train"]["steps"] == 4
     assert [v["step"] for v in record["validation"]] == [2, 4]

@@ -59,7 +59,7 @@ def test_pool_retries_a_run_whose_worker_was_killed_and_records_the_others(zoo, 
     code, stdout, stderr = zoo("bench", "--workers", "2", "--algos", "mortal,fomaml,raiser", "--benchmark", str(spec),
                                "--out", str(tmp_path / "out"))
     killer.join(5)
-    assert code == 0, stderr
+    assert code == 1 and "1 of 3 run(s) failed: raiser seed 0" in stderr, stderr
     assert killed and "2 worker processes, 1 torch thread(s) each" in stderr
     assert "pool: mortal seed 0: worker process died (killed by SIGKILL); running it again (1/2)" in stderr
     records = {r["algorithm"]: r for r in records_of(tmp_path / "out").values()}
@@ -124,14 +124,14 @@ def test_workers_build_the_parents_plugin_set_and_check_the_run_key(monkeypatch,
     from metazoo.benchmark import load_benchmark
     from metazoo.errors import ZooError
     from metazoo.executors import Job, WorkerContext, run_job
-    from metazoo.harness import Run
     from metazoo.manager import Zoo, get_plugin_manager
+    from metazoo.run import Run
 
     zoo = Zoo(get_plugin_manager(blocked=["anil"]))
-    context = WorkerContext.of(zoo, "cpu", {"data_dir": "/data"})
-    assert context.blocked == ("anil",) and context.autoload and context.suite_options == {"data_dir": "/data"}
+    context = WorkerContext.of(zoo, "cpu", "/data")
+    assert context.blocked == ("anil",) and context.autoload and context.data_dir == "/data"
     monkeypatch.setenv("METAZOO_DISABLE_PLUGIN_AUTOLOAD", "1")
-    assert not WorkerContext.of(zoo, "cpu", {}).autoload
+    assert not WorkerContext.of(zoo, "cpu").autoload
 
     job = Job.of(Run(load_benchmark(write_spec(tmp_path, "keys")), zoo.algorithms.get("fomaml"), 0))
     with pytest.raises(ZooError, match="another run key than the parent's"):

@@ -305,7 +305,7 @@ def test_bad_images():
         ({"ways": 401}, "ways must be between 2 and 400 \\(the val split has 400 classes\\), got 401"),
         ({"ways": 1}, "ways must be between 2"),
         ({"shots": 5, "queries": 16}, "shots \\+ queries = 21 .* only 20"),
-        ({"way": 5}, "'way'.*accepted: data_dir, image_size, queries, shots, ways"),
+        ({"way": 5}, "'way'.*accepted: image_size, queries, shots, ways"),
         ({"shots": 0}, "shots must be > 0"),
     ],
 )

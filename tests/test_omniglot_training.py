@@ -7,7 +7,7 @@ from pathlib import Path
 import metazoo
 import pytest
 import torch
-from metazoo.harness import evaluate, sample_tasks
+from metazoo.evaluation import TaskList, evaluate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"Omniglot data not found at {DATA}")
@@ -18,7 +18,7 @@ def test_protonet_learns_omniglot_5way_1shot_quickly():
     suite = zoo.suites.get("omniglot").factory(ways=5, shots=1, queries=5, data_dir=str(DATA))
     torch.manual_seed(0)
     learner = zoo.algorithms.get("protonet").factory(suite.make_model(), suite, meta_batch=4)
-    test_tasks = list(sample_tasks(suite, "test", 40, seed=7, batch_tasks=20))
+    test_tasks = list(TaskList(suite, "test", 40, seed=7, batch_tasks=20))
     before = evaluate(learner, suite, test_tasks, torch.device("cpu")).mean().item()
     stream = torch.Generator().manual_seed(0)
     for _ in range(20):

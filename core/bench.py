@@ -1,0 +1,181 @@
+"""A bench of runs: plan benchmarks × algorithms × seeds (every configuration error found before
+anything runs), then execute the runs on an executor, resumably, with one record per run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from metazoo.benchmark import Benchmark, benchmark_from_dict
+from metazoo.errors import UsageError, ZooError
+from metazoo.manager import Zoo
+from metazoo.records import RunLock, finished_record, read_record, write_record
+from metazoo.run import Run, failed_record, make_learner, make_suite, resolved_hyperparameters
+
+if TYPE_CHECKING:
+    import torch
+    from metazoo.executors import Executor
+
+
+def plan(
+    zoo: Zoo,
+    specs: list[Benchmark],
+    algorithms: list[str],
+    seeds: list[int],
+    data_dir: str | None = None,
+    warn: Callable[[str], None] = print,
+) -> list[Run]:
+    """Check every benchmark's protocol and data and every algorithm's hyperparameters before
+    anything runs, and list the runs: benchmarks × algorithms × seeds, in that order.
+
+    ``algorithms`` are names or shell patterns; ``["*"]`` takes every algorithm that fits each
+    suite, while a model-data learner named explicitly is an error if no suite is a
+    classification suite.
+    """
+    entries = zoo.algorithms.select(algorithms)
+    explicit = algorithms != ["*"]
+    runs, placed = [], set()
+    for spec in specs:
+        zoo.suites.get(spec.suite)
+        for section, tables in (("algorithms", spec.algorithms), ("published", spec.published)):
+            for name in sorted(set(tables) - set(zoo.algorithms.names())):
+                warn(f"{spec.source}: [{section}.{name}] is for no registered algorithm; "
+                     f"available: {', '.join(zoo.algorithms.names())}")
+        suite = make_suite(zoo, spec, data_dir)
+        suite.prepare()
+        fits = [e for e in entries if suite.kind == "classification" or e.family != "model-data"]
+        for entry in fits:
+            make_learner(Run(spec, entry, 0), suite)
+            placed.add(entry.name)
+            runs.extend(Run(spec, entry, seed) for seed in seeds)
+    unplaced = [e.name for e in entries if e.name not in placed]
+    if explicit and unplaced:
+        suites = sorted({spec.suite for spec in specs})
+        raise UsageError(f"{', '.join(unplaced)}: model-data learners need a classification suite, and "
+                         f"{' and '.join(suites)} {'is a regression suite' if len(suites) == 1 else 'are regression suites'}")
+    return runs
+
+
+def run_from_record(
+    zoo: Zoo, path: Path, data_dir: str | None = None, warn: Callable[[str], None] = print
+) -> Run:
+    """The run a record was made by: its spec, algorithm and seed, checked as a spec is. A plugin
+    version or resolved hyperparameters that differ from the record's are warned about."""
+    problems: list[str] = []
+    record = read_record(path, warn=problems.append)
+    if record is None:
+        raise UsageError(problems[0] if problems else f"run record {path} does not exist")
+    if not isinstance(record.get("spec"), dict):
+        raise ZooError(f"{path}: the record has no 'spec' (it predates self-contained records); "
+                       "re-run it from its benchmark spec")
+    spec = benchmark_from_dict(record["spec"], f"{path} [spec]")
+    run = Run(spec, zoo.algorithms.get(record["algorithm"]), record["seed"])
+    suite = make_suite(zoo, spec, data_dir)
+    suite.prepare()
+    learner = make_learner(run, suite)
+    if run.key != record["key"]:
+        warn(f"{path}: the run now has key {run.key}, the record {record['key']} ({run.algorithm.name} is "
+             f"{run.algorithm.source} version {run.algorithm.version}, the record's is "
+             f"{record.get('plugin_version')}; or the benchmark's protocol hash changed): the re-run gets a new key")
+    resolved = resolved_hyperparameters(learner, run)
+    recorded = record.get("hyperparameters", resolved)
+    changed = sorted(k for k in resolved.keys() | recorded.keys() if resolved.get(k) != recorded.get(k))
+    if changed:
+        warn(f"{path}: hyperparameters {', '.join(changed)} now resolve to other values than the record's")
+    return run
+
+
+def pending(runs: list[Run], out: Path) -> list[Run]:
+    """The runs of ``runs`` that have no successful record under ``out``."""
+    return [run for run in runs if finished_record(run.path(out), warn=lambda message: None) is None]
+
+
+def run_bench(
+    runs: list[Run],
+    executor: Executor,
+    out: Path,
+    device: torch.device,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    warn: Callable[[str], None] = print,
+    poll_s: float = 1.0,
+    command: str | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``runs`` on ``executor`` and return their records, in order.
+
+    A run with a successful record under ``out`` is kept (with ``force``, only if it was made
+    after this call began); a failed, corrupt or missing one is run. Each run is claimed with a
+    :class:`RunLock` while it executes, so concurrent calls on one directory share the work
+    and never run a run twice: a run claimed by another live process is waited for, and taken
+    over if that process dies without its record. Records are written here, atomically, as each
+    run finishes (with ``command``, the command line that asked for it); an interruption loses
+    only the runs in progress.
+    """
+    began = time.time()
+    records: dict[int, dict[str, Any]] = {}
+    queue = list(range(len(runs)))
+    waiting: list[int] = []  # claimed by other processes
+    announced: set[int] = set()
+    in_flight: dict[int, RunLock] = {}
+
+    def finished(index: int, loud: bool = True) -> dict[str, Any] | None:
+        path = runs[index].path(out)
+        record = finished_record(path, warn=lambda message: loud and warn(f"{message}; running it again"))
+        if record is not None and force and path.stat().st_mtime < began:
+            return None
+        return record
+
+    try:
+        while queue or in_flight or waiting:
+            while queue and len(in_flight) < executor.slots:
+                index = queue.pop(0)
+                run = runs[index]
+                lock = RunLock(run.path(out))
+                record = finished(index)
+                if record is None and not lock.acquire():
+                    if index not in announced:
+                        log(f"{run.label}: running in {lock.holder()}; waiting for it")
+                        announced.add(index)
+                    waiting.append(index)
+                    continue
+                if record is None and (record := finished(index, loud=False)) is not None:
+                    lock.release()  # it finished elsewhere between our look and our claim
+                if record is not None:
+                    done = "by another process" if index in announced else "before"
+                    log(f"{run.label}: done {done}, kept ({run.path(out)})")
+                    records[index] = record
+                    continue
+                for leftover in run.path(out).parent.glob(f".{run.path(out).name}.*.tmp"):
+                    leftover.unlink(missing_ok=True)  # from a writer that was killed
+                in_flight[index] = lock
+                executor.submit(index, run)
+            if in_flight:
+                for index, outcome in executor.wait():
+                    run = runs[index]
+                    record = outcome if isinstance(outcome, dict) else failed_record(run, device, str(outcome))
+                    if command is not None:
+                        record["command"] = command
+                    write_record(record, run.path(out))
+                    in_flight.pop(index).release()
+                    records[index] = record
+                    log(outcome_line(record))
+            elif waiting:
+                time.sleep(poll_s)
+                queue, waiting = waiting, []
+    finally:
+        executor.close()
+        for lock in in_flight.values():
+            lock.release()
+    return [records[i] for i in range(len(runs))]
+
+
+def outcome_line(record: dict[str, Any]) -> str:
+    label = f"{record['benchmark']}: {record['algorithm']} seed {record['seed']}"
+    if record["status"] != "ok":
+        return f"{label}: FAILED: {record['error']}"
+    test, train = record["test"], record["train"]
+    return (f"{label}: {record['metric']} {test['mean']:.4g} ± {test['ci95']:.2g} "
+            f"({train['steps']} steps, {train['time_s']:.1f} s)")
+

@@ -1,0 +1,314 @@
+"""One run, (algorithm, benchmark, seed): build it, meta-train it within its budget, validate it
+periodically and keep the best state, test that state on the benchmark's fixed task list, and
+return its record."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import platform
+import re
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import metazoo
+import torch
+from metazoo.benchmark import Benchmark
+from metazoo.errors import UsageError, ZooError
+from metazoo.evaluation import TaskList, evaluate, summary, train_batch
+from metazoo.learner import MetaLearner
+from metazoo.manager import Zoo
+from metazoo.progress import Mode, Progress
+from metazoo.records import SCHEMA, record_path
+from metazoo.registry import Entry
+from metazoo.tasks import TaskSuite
+
+
+class DivergedError(ZooError):
+    """The meta-training loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``, checked against this machine."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; accepted: cpu, cuda, cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"unsupported device {name!r}; accepted: cpu, cuda, cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {name!r} requested, but CUDA is not available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (algorithm, benchmark, seed): everything needed to execute and identify it."""
+
+    benchmark: Benchmark
+    algorithm: Entry
+    seed: int
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        """The hyperparameters the spec gives this algorithm (the learner resolves defaults)."""
+        return self.benchmark.algorithms.get(self.algorithm.name, {})
+
+    @property
+    def key(self) -> str:
+        """Identity of the run: algorithm and plugin version, benchmark and protocol hash,
+        hyperparameters, budget and seed. A finished run with this key is not run again."""
+        blob = json.dumps(
+            {
+                "algorithm": self.algorithm.name,
+                "version": self.algorithm.version,
+                "benchmark": self.benchmark.name,
+                "protocol": self.benchmark.hash(),
+                "hyperparameters": self.hyperparameters,
+                "seed": self.seed,
+                "budget": dataclasses.asdict(self.benchmark.training),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        return f"{self.benchmark.name}: {self.algorithm.name} seed {self.seed}"
+
+    def path(self, out: Path) -> Path:
+        return record_path(out, self.benchmark.name, self.algorithm.name, self.seed, self.key)
+
+
+def make_suite(zoo: Zoo, benchmark: Benchmark, data_dir: str | None = None) -> TaskSuite:
+    """Build the benchmark's suite; ``data_dir`` reaches it only if it reads data. Protocol
+    errors name the spec file and the command-line options that changed the protocol."""
+    entry = zoo.suites.get(benchmark.suite)
+    options = {"data_dir": data_dir} if entry.info.get("uses_data") else {}
+    try:
+        return entry.factory(**benchmark.protocol, **options)
+    except (ZooError, TypeError, ValueError) as exc:
+        message = str(exc).removeprefix(f"suite {benchmark.suite}: ")
+        where = benchmark.source + (f" with {benchmark.overridden}" if benchmark.overridden else "")
+        raise ZooError(f"{where}: [protocol] of suite {benchmark.suite}: {message}") from None
+
+
+def make_learner(run: Run, suite: TaskSuite) -> MetaLearner:
+    """Seed torch, build the suite's backbone and the algorithm around it."""
+    torch.manual_seed(run.seed)
+    model = suite.make_model()
+    try:
+        return run.algorithm.factory(model, suite, **run.hyperparameters)
+    except TypeError as exc:
+        raise ZooError(f"algorithm {run.algorithm.name}: {exc}") from None
+
+
+def resolved_hyperparameters(learner: MetaLearner, run: Run) -> dict[str, Any]:
+    """Every hyperparameter of ``learner``, defaults included, as JSON values."""
+    config = getattr(learner, "config", None)
+    values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(run.hyperparameters)
+    return json.loads(json.dumps(values))
+
+
+def execute(run: Run, zoo: Zoo, device: torch.device, progress: Mode = "off",
+            data_dir: str | None = None, progress_every_s: float = 60.0) -> dict[str, Any]:
+    """Meta-train, validate, test and return the run's record. A failure (an exception, or a
+    NaN loss) is recorded with its error instead of raised."""
+    started = time.time()
+    record = base_record(run, device)
+    memory = PeakMemory(device)
+    try:
+        suite = make_suite(zoo, run.benchmark, data_dir)
+        record.update(protocol=suite.protocol(), metric=suite.metric, higher_is_better=suite.higher_is_better)
+        learner = make_learner(run, suite).to(device)
+        record["hyperparameters"] = resolved_hyperparameters(learner, run)
+        progress_bar = Progress(run.label, run.benchmark.training.steps, run.benchmark.training.time,
+                                progress, progress_every_s)
+        try:
+            record.update(_train_and_test(run, suite, learner, device, progress_bar))
+        finally:
+            progress_bar.close()
+        record["status"] = "ok"
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # recorded, and the other runs go on
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    record["wall_time_s"] = time.time() - started
+    record["peak_memory_mb"], record["peak_memory"] = memory.read(), memory.method
+    return record
+
+
+def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: torch.device,
+                    progress: Progress) -> dict[str, Any]:
+    evaluation, budget = run.benchmark.evaluation, run.benchmark.training
+    meta_batch = learner.config.meta_batch
+    val_tasks = list(TaskList(suite, "val", evaluation.val_tasks, evaluation.eval_seed, evaluation.batch_tasks))
+    validation = Validation(learner, suite, val_tasks, device, progress)
+
+    train_time, budget_time, last_validation, step, loss = 0.0, 0.0, 0.0, 0, math.nan
+    budget_clock = time.process_time if budget.clock == "cpu" else time.perf_counter
+    while (budget.steps is None or step < budget.steps) and (budget.time is None or budget_time < budget.time):
+        tick, budget_tick = time.perf_counter(), budget_clock()
+        batch = train_batch(suite, run.seed, step, meta_batch).to(device)
+        loss = learner.meta_train_step(batch)["loss"]
+        train_time += time.perf_counter() - tick
+        budget_time += budget_clock() - budget_tick
+        step += 1
+        if not math.isfinite(loss):
+            raise DivergedError(f"meta-training loss became {loss} at step {step}")
+        progress.update(step, loss, budget_time)
+        if (budget.val_every and step % budget.val_every == 0) or (
+            budget.val_every_s and budget_time - last_validation >= budget.val_every_s
+        ):
+            validation.check(step, train_time)
+            last_validation = budget_time
+    if not validation.history or validation.history[-1]["step"] != step:
+        validation.check(step, train_time)
+    learner.load_state_dict(validation.best_state)
+
+    test_tasks = TaskList(suite, "test", evaluation.test_tasks, evaluation.eval_seed, evaluation.batch_tasks)
+    per_task = evaluate(learner, suite, test_tasks, device)
+    return {
+        "test": {**summary(per_task), "tasks_digest": test_tasks.digest(), "per_task": per_task.tolist()},
+        "validation": validation.history,
+        "best_step": validation.best_step,
+        "train": {
+            "steps": step,
+            "tasks": step * meta_batch,
+            "time_s": train_time,
+            "budget_s": budget_time,
+            "tasks_per_s": step * meta_batch / train_time if train_time else 0.0,
+            "final_loss": loss,
+        },
+    }
+
+
+class Validation:
+    """Periodic validation on a fixed task list, keeping a copy of the best state. A NaN score
+    is worse than any number, so a diverged validation is never the state that gets tested."""
+
+    def __init__(self, learner: MetaLearner, suite: TaskSuite, tasks, device: torch.device,
+                 progress: Progress) -> None:
+        self.learner, self.suite, self.tasks, self.device, self.progress = learner, suite, tasks, device, progress
+        self.history: list[dict[str, float]] = []
+        self.best_value, self.best_step, self.best_state = math.nan, None, None
+
+    def check(self, step: int, train_time: float) -> None:
+        value = evaluate(self.learner, self.suite, self.tasks, self.device).mean().item()
+        self.history.append({"step": step, "time_s": train_time, "value": value})
+        self.progress.validated(value)
+        if self.best_state is None or self._better(value, self.best_value):
+            self.best_value, self.best_step = value, step
+            self.best_state = {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
+
+    def _better(self, value: float, best: float) -> bool:
+        if math.isnan(value):
+            return False
+        if math.isnan(best):
+            return True
+        return value > best if self.suite.higher_is_better else value < best
+
+
+class PeakMemory:
+    """The peak memory of one run: on CUDA the peak allocated by torch on the device (reset at
+    the start of the run); on Linux CPUs the process's peak resident set size (VmHWM) since the
+    start of the run, reset through ``/proc/self/clear_refs``; elsewhere the process's lifetime
+    peak (``ru_maxrss``), which includes earlier runs of the same process."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            self.method = "CUDA peak allocated by torch during the run"
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.method = "peak resident set size of the process during the run (VmHWM)"
+        except OSError:
+            self.method = "peak resident set size of the process so far (ru_maxrss)"
+
+    def read(self) -> float:
+        """Megabytes (2**20 bytes)."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if "VmHWM" in self.method:
+            match = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
+            if match:
+                return int(match.group(1)) / 2**10
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def base_record(run: Run, device: torch.device) -> dict[str, Any]:
+    bench = run.benchmark
+    published = bench.published.get(run.algorithm.name)
+    return {
+        "schema": SCHEMA,
+        "key": run.key,
+        "algorithm": run.algorithm.name,
+        "family": run.algorithm.family,
+        "plugin": run.algorithm.source,
+        "plugin_version": run.algorithm.version,
+        "benchmark": bench.name,
+        "benchmark_source": bench.source,
+        "suite": bench.suite,
+        "protocol_hash": bench.hash(),
+        "evaluation": dataclasses.asdict(bench.evaluation),
+        "budget": dataclasses.asdict(bench.training),
+        "seed": run.seed,
+        "spec": bench.to_dict(),
+        "published": dataclasses.asdict(published) if published else None,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "metazoo": metazoo.__version__,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def failed_record(run: Run, device: torch.device, error: str) -> dict[str, Any]:
+    """The record of a run that ended without one of its own (its worker died, say)."""
+    return {**base_record(run, device), "status": "failed", "error": error}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {cpu_model()} ({torch.get_num_threads()} threads)"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the metazoo source tree (``…-dirty`` with uncommitted changes), when it is
+    a git checkout; read once per process, so later commits do not relabel code already loaded."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=40"],
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
