@@ -47,9 +47,9 @@ def plan(
         suite.prepare()
         fits = [e for e in entries if suite.kind == "classification" or e.family != "model-data"]
         for entry in fits:
-            make_learner(Run(spec, entry, 0), suite)
+            resolved = resolved_hyperparameters(make_learner(Run(spec, entry, 0), suite), Run(spec, entry, 0))
             placed.add(entry.name)
-            runs.extend(Run(spec, entry, seed) for seed in seeds)
+            runs.extend(Run(spec, entry, seed, resolved) for seed in seeds)
     unplaced = [e.name for e in entries if e.name not in placed]
     if explicit and unplaced:
         suites = sorted({spec.suite for spec in specs})

@@ -18,18 +18,10 @@ from metazoo.bench import pending, plan, run_bench, run_from_record
 from metazoo.benchmark import Benchmark, builtin_benchmarks, find_benchmark
 from metazoo.errors import UsageError, ZooError
 from metazoo.executors import Executor, InProcess, ProcessPool, RayExecutor, WorkerContext
-from metazoo.leaderboard import (
-    FORMATS,
-    average_ranks,
-    bench_command,
-    group_records,
-    render,
-    results_index,
-    slug,
-    summarize,
-)
+from metazoo.leaderboard import group_records, slug, summarize
 from metazoo.manager import Zoo, get_plugin_manager, parse_plugin_options
 from metazoo.records import read_records
+from metazoo.render import FORMATS, render, results_index
 from metazoo.run import device_name, resolve_device
 
 DEFAULT_BENCHMARK = "sinusoid"
@@ -291,11 +283,11 @@ def _publish(root: Path, records: list[dict], shown_root: str, write: bool) -> N
             written += [folder / "leaderboard.md", folder / "leaderboard.csv"]
             relative = folder.relative_to(root)
             command_file = folder / "COMMAND"
-            out = (Path(shown_root) / relative.parent).as_posix()
+            commands = command_file.read_text().strip().splitlines() if command_file.is_file() \
+                else sorted({r["command"] for r in folder_records if r.get("command")})
             index[relative.as_posix()] = {
                 "tables": list(tables),
-                "command": command_file.read_text().strip() if command_file.is_file()
-                else bench_command(folder_records, out, builtin_benchmarks()),
+                "commands": commands,
                 "runs": len(folder_records),
                 "failed": sum(r.get("status") != "ok" for r in folder_records),
                 "plots": list(images.values()),
@@ -303,7 +295,7 @@ def _publish(root: Path, records: list[dict], shown_root: str, write: bool) -> N
         click.echo(f"zoo: wrote {', '.join(str(p) for p in written)}", err=True)
     if write:
         regenerate = f"zoo leaderboard {shown_root} --write"
-        (root / "README.md").write_text(results_index(index, average_ranks(summarize(records)), regenerate))
+        (root / "README.md").write_text(results_index(index, summarize(records), regenerate))
         click.echo(f"zoo: wrote {root / 'README.md'}", err=True)
 
 

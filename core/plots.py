@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 from metazoo.errors import ZooError
-from metazoo.leaderboard import summarize
+from metazoo.leaderboard import row_labels, summarize
 
 
 def plot_table(records: list[dict[str, Any]], title: str, path: Path) -> Path:
     """Draw one leaderboard table's runs into ``path`` (PNG): the validation metric against
-    meta-training steps and against meta-training time for every algorithm (mean over seeds
-    where the seeds validated at the same steps, else one line per seed), and the test metric
-    of each algorithm with its 95% CI as bars, best first, with published numbers as diamonds."""
+    meta-training steps and against meta-training time for every row (configuration; mean over
+    seeds where the seeds validated at the same steps, else one line per seed), and the test
+    metric of each row with its 95% CI as bars, best first, with published numbers as diamonds."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -31,14 +31,15 @@ def plot_table(records: list[dict[str, Any]], title: str, path: Path) -> Path:
     scale = 100.0 if metric == "accuracy" else 1.0  # accuracy in %, as in the tables
     if scale != 1.0:
         metric += " (%)"
-    algorithms = list(summary["algorithm"])
+    algorithms = list(summary["label"])
     colors = {name: f"C{i % 10}" for i, name in enumerate(algorithms)}
+    label_of = row_labels(records)
 
     figure = Figure(figsize=(15, 4.6), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     by_steps, by_time, bars = figure.subplots(1, 3)
     for algorithm in algorithms:
-        runs = [r for r in records if r["algorithm"] == algorithm and r.get("status") == "ok" and r.get("validation")]
+        runs = [r for r in records if label_of[r["key"]] == algorithm and r.get("status") == "ok" and r.get("validation")]
         curves = [([v["step"] for v in r["validation"]], [v["time_s"] for v in r["validation"]],
                    [v["value"] * scale for v in r["validation"]]) for r in runs]
         if curves and all(c[0] == curves[0][0] for c in curves):
@@ -59,12 +60,12 @@ def plot_table(records: list[dict[str, Any]], title: str, path: Path) -> Path:
 
     positions = np.arange(len(scored))
     bars.bar(positions, scored["mean"] * scale, yerr=scored["ci95"] * scale, capsize=4,
-             color=[colors[a] for a in scored["algorithm"]])
+             color=[colors[a] for a in scored["label"]])
     published = [(i, p["value"] * scale) for i, p in enumerate(scored["published"]) if p]
     if published:
         bars.scatter(*zip(*published), marker="D", color="black", zorder=3, label="published")
         bars.legend(fontsize="small")
-    bars.set_xticks(positions, list(scored["algorithm"]), rotation=30, ha="right")
+    bars.set_xticks(positions, list(scored["label"]), rotation=30, ha="right")
     bars.set_ylabel(f"test {metric} (mean ± 95% CI)")
     bars.set_title("test")
     bars.grid(axis="y", alpha=0.3)

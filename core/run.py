@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,8 @@ class Run:
     benchmark: Benchmark
     algorithm: Entry
     seed: int
+    # Every hyperparameter, defaults included, as planning resolved them; not part of the key.
+    resolved: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -269,6 +271,7 @@ def base_record(run: Run, device: torch.device) -> dict[str, Any]:
         "evaluation": dataclasses.asdict(bench.evaluation),
         "budget": dataclasses.asdict(bench.training),
         "seed": run.seed,
+        "hyperparameters": run.resolved if run.resolved is not None else dict(run.hyperparameters),
         "spec": bench.to_dict(),
         "published": dataclasses.asdict(published) if published else None,
         "device": device_name(device),

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from metazoo.leaderboard import average_ranks, paired_t_test, render, summarize
+from metazoo.leaderboard import average_ranks, summarize
+from metazoo.render import render
+from metazoo.statistics import paired_t_test
 
 
 def record(benchmark: str, algorithm: str, per_task: list[float], seed: int = 0, *, metric: str = "accuracy",
-           steps: int = 100, protocol_hash: str = "p1", status: str = "ok", **extra: Any) -> dict[str, Any]:
+           steps: int = 100, protocol_hash: str = "p1", status: str = "ok", digest: str = "d1",
+           **extra: Any) -> dict[str, Any]:
     """A minimal schema-1 run record with the fields the leaderboard reads."""
     base = {
         "schema": 1, "key": f"{algorithm}{seed}{steps}{protocol_hash}", "benchmark": benchmark,
@@ -27,7 +30,7 @@ def record(benchmark: str, algorithm: str, per_task: list[float], seed: int = 0,
     }
     if status == "ok":
         base.update(
-            test={"mean": sum(per_task) / len(per_task), "per_task": per_task},
+            test={"mean": sum(per_task) / len(per_task), "per_task": per_task, "tasks_digest": digest},
             train={"time_s": 2.0, "tasks_per_s": 50.0, "steps": steps},
             validation=[{"step": steps // 2, "time_s": 1.0, "value": per_task[0] * 0.9},
                         {"step": steps, "time_s": 2.0, "value": per_task[0]}],
@@ -93,7 +96,7 @@ def test_average_rank_across_two_benchmarks_by_hand():
         record("y", "c", [0.3, 0.3], metric="mse"),
     ]
     summary = summarize(records)
-    ranks = average_ranks(summary).set_index("algorithm")
+    ranks = average_ranks(summary)[0].set_index("label")
     # x (higher is better): a 1, b 2, c 3; y (lower is better): b and c tie for 1–2 → 1.5 each, a 3.
     assert ranks["average rank"].to_dict() == {"b": 1.75, "a": 2.0, "c": 2.25}
     assert list(ranks.index) == ["b", "a", "c"] and ranks["tables"].tolist() == [2, 2, 2]
@@ -118,11 +121,11 @@ def test_environment_footnote():
     records = [record("b", "a", BEST), record("b", "c", BEST, torch="2.9.8", git_commit="1234567890abcdef")]
     markdown = render(summarize(records), "md")
     assert ("Environment: device cpu: Test CPU (1 threads); torch 2.9.8, 2.9.9; metazoo 0.1.0; "
-            "git commit 1234567890ab, abcdef123456.") in markdown
+            "git commit 1234567890ab, abcdef123456; test tasks digest d1.") in markdown
 
 
 @pytest.mark.parametrize(("fmt", "markers"), [
-    ("csv", ["benchmark,algorithm,table,protocol_hash,budget,rank,", ",p_value,tied_with_best,"]),
+    ("csv", ["benchmark,algorithm,label,table,protocol_hash,budget,rank,", ",p_value,tied_with_best,"]),
     ("latex", ["\\paragraph{b --- 100 steps", "\\toprule", "$\\pm$", "Environment: device"]),
     ("html", ["<h3>b — 100 steps", "<table", "<p>Environment: device"]),
 ])
@@ -146,9 +149,11 @@ def test_plots_are_png_files(zoo, tmp_path):
 
 def test_write_publishes_every_folder_and_the_results_index(zoo, tmp_path):
     results = tmp_path / "results"
-    write(results / "quick", record("hyperplanes", "maml", BEST), record("hyperplanes", "maml", BEST, seed=1),
-          record("hyperplanes", "anil", FAR))
+    command = "zoo bench --benchmark hyperplanes --out results/quick"
+    write(results / "quick", record("hyperplanes", "maml", BEST, command=command),
+          record("hyperplanes", "maml", BEST, seed=1, command=command), record("hyperplanes", "anil", FAR, command=command))
     write(results, record("sinusoid", "maml", [0.5, 0.4], metric="mse", steps=200),
+          record("sinusoid", "anil", [0.6, 0.4], metric="mse", steps=200),
           record("sinusoid", "reptile", [0.9, 0.8], metric="mse", steps=200, status="failed"))
     (results / "sinusoid" / "COMMAND").write_text("zoo bench --benchmark sinusoid --seeds 1 --out results\n")
     code, stdout, stderr = zoo("leaderboard", str(results), "--write")
@@ -156,10 +161,9 @@ def test_write_publishes_every_folder_and_the_results_index(zoo, tmp_path):
     readme = (results / "README.md").read_text()
     assert readme.startswith("# Results") and f"`zoo leaderboard {results} --write`" in readme
     assert "## quick/hyperplanes" in readme and "## sinusoid" in readme
-    assert (f"zoo bench --benchmark hyperplanes --algos anil,maml --seeds 2 --steps 100 --out {results}/quick"
-            in readme)
+    assert "zoo bench --benchmark hyperplanes --out results/quick\n" in readme  # recorded in the records
     assert "zoo bench --benchmark sinusoid --seeds 1 --out results\n" in readme  # from COMMAND
-    assert "3 runs · [leaderboard](quick/hyperplanes/leaderboard.md)" in readme and "2 runs, 1 failed" in readme
+    assert "3 runs · [leaderboard](quick/hyperplanes/leaderboard.md)" in readme and "3 runs, 1 failed" in readme
     assert "## Average rank across benchmarks" in readme
     for folder in (results / "quick" / "hyperplanes", results / "sinusoid"):
         leaderboard = (folder / "leaderboard.md").read_text()

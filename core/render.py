@@ -1,0 +1,197 @@
+"""Rendering of leaderboards (Markdown, CSV, LaTeX, HTML through pandas and tabulate) and of the
+results index, ``results/README.md``."""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from metazoo.leaderboard import average_ranks
+from metazoo.statistics import ALPHA
+
+FORMATS = ("md", "csv", "latex", "html")
+
+
+def _fmt_rank(rank: float) -> str:
+    if math.isnan(rank):
+        return "–"
+    return f"{rank:.0f}" if rank == int(rank) else f"{rank:.1f}"
+
+
+def _versus_best(row: Mapping[str, Any]) -> str:
+    if row["best"]:
+        return "best"
+    p = row["p_value"]
+    if math.isnan(p):
+        return "–"
+    value = "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    return f"tied ({value})" if row["tied_with_best"] else value
+
+
+def display_table(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Human-readable columns for one table, and its footnotes (citations, then notes)."""
+    citations: list[str] = []
+    notes: list[str] = []
+    rows = []
+    for row in summary.to_dict("records"):
+        scale, unit = (100.0, "%") if row["metric"] == "accuracy" else (1.0, "")
+        digits = 2 if unit else 3
+        metric_name = f"test {row['metric'] or 'result'}{' (%)' if unit else ''}"
+        if math.isnan(row["mean"]):
+            result = f"failed: {row['error']}" if row["failed"] else "no runs"
+        else:
+            result = f"{row['mean'] * scale:.{digits}f} ± {row['ci95'] * scale:.{digits}f}"
+            if row["failed"]:
+                result += f" ({row['failed']} failed)"
+        published = row["published"]
+        if published:
+            if published["citation"] not in citations:
+                citations.append(published["citation"])
+            ref = citations.index(published["citation"]) + 1
+            value = f"{published['value'] * scale:.{digits}f}"
+            if published.get("ci") is not None:
+                value += f" ± {published['ci'] * scale:.{digits}f}"
+            published = f"{value} [{ref}]"
+        notes += [note for note in row["notes"] if note not in notes]
+
+        def number(value: float, spec: str) -> str:
+            return "–" if math.isnan(value) else format(value, spec)
+
+        rows.append({
+            "rank": _fmt_rank(row["rank"]),
+            "algorithm": row["label"],
+            "family": row["family"],
+            metric_name: result,
+            "vs best (paired)": _versus_best(row),
+            "seed s.d.": number(row["seed_sd"] * scale, f".{digits}f"),
+            "published": published or "–",
+            "seeds": row["seeds"],
+            "test tasks": row["test_tasks"],
+            "train time (s)": number(row["train_time_s"], ".1f"),
+            "tasks/s": number(row["tasks_per_s"], ".0f"),
+            "peak memory (MB)": number(row["peak_memory_mb"], ".0f"),
+        })
+    return pd.DataFrame(rows), [f"[{i}] {c}" for i, c in enumerate(citations, 1)] + notes
+
+
+def environment(summary: pd.DataFrame) -> str:
+    """One line naming the devices, torch and metazoo versions and git commits of a table."""
+
+    def distinct(column: str, shorten=lambda value: value) -> str:
+        values = sorted({shorten(v) for cell in summary[column].dropna() for v in str(cell).split(", ")})
+        return ", ".join(values) or "unknown"
+
+    def short_commit(commit: str) -> str:  # keeps a "-dirty" mark
+        return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+    digests = distinct("test_digest")
+    return (f"Environment: device {distinct('device')}; torch {distinct('torch')}; "
+            f"metazoo {distinct('metazoo')}; git commit {distinct('git_commit', short_commit)}; "
+            f"test tasks digest {digests}.")
+
+
+def _method(part: pd.DataFrame) -> str:
+    tasks = int(part["test_tasks"].max()) or "recorded"
+    return (f"Mean ± 95% CI (1.96·s.d./√n, normal approximation) over the same {tasks} test tasks for every "
+            f"row, each task's metric averaged over the row's seeds; a row is one configuration (algorithm, "
+            f"plugin version, hyperparameters). vs best: two-sided paired t-test (scipy) against the best "
+            f"row on the same tasks; tied = p ≥ {ALPHA:g}. Ranks: ties share the average rank.")
+
+
+def _latex_escape(text: str) -> str:
+    return re.sub(r"([&%$#_{}])", r"\\\1", text).replace("±", r"$\pm$").replace("≥", r"$\geq$") \
+        .replace("√", r"$\surd$").replace("·", r"$\cdot$").replace("—", "---")
+
+
+def _csv(summary: pd.DataFrame) -> str:
+    published = summary["published"]
+    return summary.drop(columns=["published", "notes"]).assign(
+        published=[p["value"] if p else None for p in published],
+        published_ci=[p.get("ci") if p else None for p in published],
+        published_citation=[p["citation"] if p else None for p in published],
+        notes=[" ".join(n) for n in summary["notes"]],
+    ).to_csv(index=False)
+
+
+def render(summary: pd.DataFrame, fmt: str = "md", average_rank: bool = True,
+           images: Mapping[str, str] | None = None) -> str:
+    """The leaderboard of every table in ``summary`` as Markdown, CSV, LaTeX or HTML, followed
+    (unless ``average_rank`` is false, or fewer than two tables can be ranked together) by the
+    average ranks across tables. ``images`` maps a table title to a plot file to show under it
+    (Markdown and HTML)."""
+    if fmt == "csv":
+        return _csv(summary)
+    images = images or {}
+    parts = []
+    for title, part in summary.groupby("table", sort=True):
+        table, notes = display_table(part)
+        lines = [*notes, _method(part), environment(part)]
+        if fmt == "md":
+            image = f"\n![{title}]({images[title]})\n" if title in images else ""
+            parts.append(f"### {title}\n\n{table.to_markdown(index=False, tablefmt='github')}\n\n"
+                         + "".join(f"{line}  \n" for line in lines) + image)
+        elif fmt == "latex":
+            body = table.to_markdown(index=False, tablefmt="latex_booktabs")  # escapes all but ±
+            parts.append(f"\\paragraph{{{_latex_escape(title)}}}\n" + body.replace("±", r"$\pm$") + "\n"
+                         + "".join(f"{_latex_escape(line)}\\\\\n" for line in lines))
+        else:
+            image = f'<img src="{html.escape(images[title])}" alt="{html.escape(title)}">\n' if title in images else ""
+            parts.append(f"<h3>{html.escape(title)}</h3>\n{table.to_html(index=False)}\n"
+                         + "".join(f"<p>{html.escape(line)}</p>\n" for line in lines) + image)
+    ranks, note = average_ranks(summary)
+    if average_rank and not ranks.empty:
+        parts.append(render_ranks(ranks, note, fmt))
+    return "\n".join(parts)
+
+
+def render_ranks(ranks: pd.DataFrame, note: str, fmt: str, heading: str = "###") -> str:
+    """The table of :func:`metazoo.leaderboard.average_ranks` with its note."""
+    shown = ranks.rename(columns={"label": "algorithm"})
+    for column in shown.columns:
+        if column not in ("algorithm", "tables", "average rank"):
+            shown[column] = [_fmt_rank(v) for v in shown[column]]
+    shown["average rank"] = [f"{v:.2f}" for v in shown["average rank"]]
+    if fmt == "md":
+        return (f"{heading} Average rank across benchmarks\n\n"
+                f"{shown.to_markdown(index=False, tablefmt='github')}\n\n{note}\n")
+    if fmt == "latex":
+        return ("\\paragraph{Average rank across benchmarks}\n"
+                + shown.to_markdown(index=False, tablefmt="latex_booktabs") + f"\n{_latex_escape(note)}\n")
+    return f"<h3>Average rank across benchmarks</h3>\n{shown.to_html(index=False)}\n<p>{html.escape(note)}</p>\n"
+
+
+def results_index(folders: Mapping[str, Mapping[str, Any]], summary: pd.DataFrame, regenerate: str) -> str:
+    """``results/README.md``: every published leaderboard with the command that produced it.
+
+    ``folders`` maps a benchmark folder (relative to the results directory) to ``tables`` (its
+    table titles), ``commands``, ``runs``, ``failed`` and ``plots`` (file names in the folder).
+    ``summary`` is :func:`metazoo.leaderboard.summarize` of all their records (for the average
+    ranks), and ``regenerate`` the command that rewrites the index.
+    """
+    lines = [
+        "# Results",
+        "",
+        "Published leaderboards, one folder per benchmark: `leaderboard.md` and `leaderboard.csv` (the",
+        "tables), PNG plots, and `runs/` (the raw run records they were made from). Each folder was",
+        "produced by the command shown with it: the folder's `COMMAND` file where it has one, else the",
+        "commands recorded in its records. This index, the tables and the plots are",
+        f"regenerated from the records by `{regenerate}`.",
+        "",
+    ]
+    for folder, entry in sorted(folders.items()):
+        lines += [f"## {folder}", ""]
+        lines += [f"- {title}" for title in entry["tables"]]
+        failed = f", {entry['failed']} failed" if entry["failed"] else ""
+        links = [f"[leaderboard]({folder}/leaderboard.md)", f"[csv]({folder}/leaderboard.csv)"]
+        links += [f"[plot: {Path(p).stem}]({folder}/{p})" for p in entry["plots"]]
+        commands = "\n".join(entry["commands"]) or "# no command recorded"
+        lines += ["", f"{entry['runs']} runs{failed} · " + " · ".join(links), "", "```sh", commands, "```", ""]
+    ranks, note = average_ranks(summary)
+    if not ranks.empty:
+        lines.append(render_ranks(ranks, note, "md", heading="##"))
+    return "\n".join(lines)
