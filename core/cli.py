@@ -295,7 +295,9 @@ def _publish(root: Path, records: list[dict], shown_root: str, write: bool) -> N
         click.echo(f"zoo: wrote {', '.join(str(p) for p in written)}", err=True)
     if write:
         regenerate = f"zoo leaderboard {shown_root} --write"
-        (root / "README.md").write_text(results_index(index, summarize(records), regenerate))
+        changes = root / "CHANGES.md"
+        (root / "README.md").write_text(results_index(index, summarize(records), regenerate,
+                                                      changes.read_text() if changes.is_file() else ""))
         click.echo(f"zoo: wrote {root / 'README.md'}", err=True)
 
 

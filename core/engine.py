@@ -1,5 +1,5 @@
 """The functional engine: run a per-task function over the tasks of a batch, and pool
-meta-gradients over chunks (and processes) before the outer update (DESIGN §5).
+meta-gradients over chunks (and processes) before the outer update.
 
 Execution rule (``execution="auto"``): ``vmap`` everywhere except where each task runs a model
 with convolutions on its own weights on a CPU (the inner loop of a model-algorithm learner),

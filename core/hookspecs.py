@@ -48,12 +48,17 @@ def zoo_register_suites(registry: SuiteRegistry) -> None:
     """Register task suites.
 
     Called once per plugin manager, for every plugin, when the suite registry is first needed.
-    Call ``registry.add(name, factory, **info)`` for each suite:
+    Call ``registry.add(name, factory, uses_data=False, **info)`` for each suite:
 
     :param registry: the suite registry. ``factory(**protocol)`` must return a
         :class:`metazoo.TaskSuite`, where ``protocol`` holds the suite's settings (for example
-        ``shots``, ``queries``, ``ways``); an unknown setting must raise ``TypeError`` or
-        ``ValueError``. ``info`` keys ``paper`` and ``summary`` are shown by ``zoo list``.
+        ``shots``, ``queries``, ``ways``); an unknown setting must raise ``TypeError``,
+        ``ValueError`` or :class:`metazoo.ZooError`. A suite that reads a dataset registers
+        with ``uses_data=True``: its factory is then also called with ``data_dir=`` (the folder
+        given by ``zoo bench --data-dir``, or None for the suite's own default), which is not
+        part of the protocol, and its ``prepare()`` should find and verify the data, so that
+        missing or corrupt data stops ``zoo bench`` before any run. ``info`` keys ``paper``
+        and ``summary`` are shown by ``zoo list``.
 
     Return value is ignored.
     """

@@ -1,4 +1,4 @@
-"""The meta-learner interface shared by both families (DESIGN §3–4)."""
+"""The meta-learner interface shared by both families."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class MetaLearner(nn.Module, ABC):
 
 class PooledMetaLearner(MetaLearner):
     """A meta-learner whose outer step follows the mean of per-task gradients, pooled over
-    chunks of the meta-batch (``chunk_size``) and over data-parallel processes (DESIGN §5).
+    chunks of the meta-batch (``chunk_size``) and over data-parallel processes.
     Subclasses say how one chunk's summed gradient is computed."""
 
     Config: ClassVar[type[PooledConfig]] = PooledConfig

@@ -1,5 +1,5 @@
 """Base class of model-data meta-learners: classify each task's queries from its support set
-in a learnt embedding, with no inner loop of parameter updates (DESIGN §3).
+in a learnt embedding, with no inner loop of parameter updates.
 
 A plugin overrides :meth:`ModelDataLearner.score`, which scores one task's query embeddings
 against its support embeddings. The base class embeds each task's examples with the suite's

@@ -165,13 +165,15 @@ def render_ranks(ranks: pd.DataFrame, note: str, fmt: str, heading: str = "###")
     return f"<h3>Average rank across benchmarks</h3>\n{shown.to_html(index=False)}\n<p>{html.escape(note)}</p>\n"
 
 
-def results_index(folders: Mapping[str, Mapping[str, Any]], summary: pd.DataFrame, regenerate: str) -> str:
+def results_index(folders: Mapping[str, Mapping[str, Any]], summary: pd.DataFrame, regenerate: str,
+                  changes: str = "") -> str:
     """``results/README.md``: every published leaderboard with the command that produced it.
 
     ``folders`` maps a benchmark folder (relative to the results directory) to ``tables`` (its
     table titles), ``commands``, ``runs``, ``failed`` and ``plots`` (file names in the folder).
     ``summary`` is :func:`metazoo.leaderboard.summarize` of all their records (for the average
-    ranks), and ``regenerate`` the command that rewrites the index.
+    ranks), ``regenerate`` the command that rewrites the index, and ``changes`` the text of the
+    results folder's ``CHANGES.md`` (its changelog, shown first).
     """
     lines = [
         "# Results",
@@ -183,6 +185,8 @@ def results_index(folders: Mapping[str, Mapping[str, Any]], summary: pd.DataFram
         f"regenerated from the records by `{regenerate}`.",
         "",
     ]
+    if changes.strip():
+        lines += ["## What changed (CHANGES.md)", "", changes.strip(), ""]
     for folder, entry in sorted(folders.items()):
         lines += [f"## {folder}", ""]
         lines += [f"- {title}" for title in entry["tables"]]

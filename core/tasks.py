@@ -1,4 +1,4 @@
-"""Tasks and task suites: the data side of the public plugin contract (DESIGN §4)."""
+"""Tasks and task suites: the data side of the public plugin contract."""
 
 from __future__ import annotations
 

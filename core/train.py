@@ -1,4 +1,4 @@
-"""Data-parallel meta-training of one run over torch.distributed processes (DESIGN §5–6).
+"""Data-parallel meta-training of one run over torch.distributed processes.
 
 Launch one process per device with ``torchrun``::
 

@@ -156,10 +156,12 @@ def test_write_publishes_every_folder_and_the_results_index(zoo, tmp_path):
           record("sinusoid", "anil", [0.6, 0.4], metric="mse", steps=200),
           record("sinusoid", "reptile", [0.9, 0.8], metric="mse", steps=200, status="failed"))
     (results / "sinusoid" / "COMMAND").write_text("zoo bench --benchmark sinusoid --seeds 1 --out results\n")
+    (results / "CHANGES.md").write_text("- 2026-12-01: rows are configurations.\n")
     code, stdout, stderr = zoo("leaderboard", str(results), "--write")
     assert code == 0, stderr
     readme = (results / "README.md").read_text()
     assert readme.startswith("# Results") and f"`zoo leaderboard {results} --write`" in readme
+    assert "## What changed (CHANGES.md)\n\n- 2026-12-01: rows are configurations.\n" in readme
     assert "## quick/hyperplanes" in readme and "## sinusoid" in readme
     assert "zoo bench --benchmark hyperplanes --out results/quick\n" in readme  # recorded in the records
     assert "zoo bench --benchmark sinusoid --seeds 1 --out results\n" in readme  # from COMMAND
