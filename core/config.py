@@ -29,6 +29,7 @@ class PooledConfig(LearnerConfig):
 
     chunk_size: int | None = None  # tasks per chunk of the meta-batch (default: all at once)
     execution: Literal["auto", "vmap", "loop"] = "auto"  # see metazoo.engine
+    compile: bool = False  # compile the whole outer step (see metazoo.learner.PooledMetaLearner)
 
     def __post_init__(self) -> None:
         super().__post_init__()

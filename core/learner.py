@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
+from metazoo import functional_optim
 from metazoo.config import LearnerConfig, PooledConfig, build_config
 from metazoo.engine import GradientPool, choose_execution
 from metazoo.tasks import TaskBatch, TaskSuite
@@ -59,7 +62,18 @@ class MetaLearner(nn.Module, ABC):
 class PooledMetaLearner(MetaLearner):
     """A meta-learner whose outer step follows the mean of per-task gradients, pooled over
     chunks of the meta-batch (``chunk_size``) and over data-parallel processes.
-    Subclasses say how one chunk's summed gradient is computed."""
+    Subclasses say what one chunk's summed objective is (:meth:`chunk_objective`).
+
+    With ``compile = true`` the whole outer step — the objective over every chunk, its
+    gradient by ``torch.func.grad``, the pooling and the optimiser update — is one function
+    compiled by ``torch.compile(fullgraph=True)`` (see :mod:`metazoo.functional_optim`). It is
+    compiled on the first step (its time is reported as ``compile_s``) and reused while the
+    meta-batch keeps its shapes; a learner that cannot be compiled falls back to the eager step
+    with one warning. Data-parallel training always takes the eager step. Learners of one class
+    and configuration share the compiled code within a process (other hyperparameters or
+    shapes compile anew, up to ``torch._dynamo.config.recompile_limit`` variants, beyond which
+    torch runs the step eagerly).
+    """
 
     Config: ClassVar[type[PooledConfig]] = PooledConfig
     config: PooledConfig
@@ -74,9 +88,22 @@ class PooledMetaLearner(MetaLearner):
         return choose_execution(self.config.execution, self.model, device, self.per_task_weights)
 
     @abstractmethod
+    def chunk_objective(self, chunk: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(objective, loss)``: the sum over the chunk's tasks of the objective whose gradient
+        in the meta-parameters is the meta-gradient, and of the reported training loss (the
+        same tensor for most learners). Runs under ``torch.func`` transforms and
+        ``torch.compile``: no ``.item()``, no in-place changes of meta-parameters."""
+
+    def forward(self, support_x, support_y, query_x, query_y) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`chunk_objective` of these tasks (what ``torch.func.functional_call`` runs)."""
+        return self.chunk_objective(TaskBatch(support_x, support_y, query_x, query_y))
+
     def chunk_meta_gradient(self, chunk: TaskBatch) -> tuple[list[torch.Tensor | None], torch.Tensor]:
         """Sums over the chunk's tasks of each meta-parameter's gradient (in ``parameters()``
-        order; ``None`` for an unused one) and of the loss."""
+        order; ``None`` for an unused one) and of the loss, by eager autograd."""
+        objective, loss = self.chunk_objective(chunk)
+        grads = torch.autograd.grad(objective, list(self.parameters()), allow_unused=True)
+        return list(grads), loss.detach()
 
     def meta_gradient(self, batch: TaskBatch) -> float:
         """Write the mean gradient over ``batch`` (pooled over chunks and processes) into
@@ -91,7 +118,66 @@ class PooledMetaLearner(MetaLearner):
         return pool.apply()
 
     def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+        if self.config.compile and not _distributed() and not self.__dict__.get("_compile_failed"):
+            stats = self._compiled_train_step(batch)
+            if stats is not None:
+                return stats
         loss = self.meta_gradient(batch)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss}
+
+    def _functional_step(self, params, state, tensors):
+        """One outer step as a pure function: mean meta-gradient over the chunks of ``tensors``
+        (a meta-batch), then the optimiser's update. Returns new parameters, state and loss."""
+        kind = self.__dict__["_optimizer_kind"]
+        names = list(params)
+        size = self.config.chunk_size or tensors[0].shape[0]
+        total = tensors[0].shape[0]
+        grad_sums, loss_sum = None, 0.0
+        for start in range(0, total, size):  # a static loop: the meta-batch size is fixed
+            chunk = tuple(t[start : start + size] for t in tensors)
+
+            def objective(p, chunk=chunk):
+                value, loss = torch.func.functional_call(self, p, chunk)
+                return value, loss
+
+            grads, loss = torch.func.grad(objective, has_aux=True)(params)
+            grad_sums = grads if grad_sums is None else {n: grad_sums[n] + grads[n] for n in names}
+            loss_sum = loss_sum + loss
+        mean = [grad_sums[n] / total for n in names]
+        new, state = functional_optim.update(kind, [params[n] for n in names], mean, state)
+        return dict(zip(names, new)), state, loss_sum / total
+
+    def _compiled_train_step(self, batch: TaskBatch) -> dict[str, float] | None:
+        """The compiled outer step; None (after one warning) if this learner cannot be compiled."""
+        named = list(self.named_parameters())
+        params = [p for _, p in named]
+        first = "_compiled" not in self.__dict__
+        try:
+            if first:
+                self.__dict__["_optimizer_kind"] = functional_optim.check_supported(self.optimizer)
+                self.__dict__["_compiled"] = torch.compile(self._functional_step, fullgraph=True, dynamic=False)
+            kind = self.__dict__["_optimizer_kind"]
+            state = functional_optim.read_state(self.optimizer, kind, params)
+            self.train()
+            started = time.perf_counter()
+            new, state, loss = self.__dict__["_compiled"](
+                {n: p.detach() for n, p in named}, state, batch.tensors())
+            loss = loss.item()
+            elapsed = time.perf_counter() - started
+        except Exception as exc:  # noqa: BLE001 - any failure to compile means: run eagerly
+            self.__dict__["_compile_failed"] = True
+            warnings.warn(f"{self.name()}: the compiled meta-step failed ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); using the eager step",
+                          stacklevel=2)
+            return None
+        with torch.no_grad():
+            for (_, p), value in zip(named, new.values()):
+                p.copy_(value)
+        functional_optim.write_state(self.optimizer, kind, params, state)
+        return {"loss": loss, "compile_s": elapsed} if first else {"loss": loss}
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()

@@ -96,12 +96,10 @@ class ModelAlgorithmLearner(PooledMetaLearner):
         adapted = self.adapt(sx, sy, self.config.inner_steps, not self.config.first_order)
         return self.loss(adapted, qx, qy)
 
-    def chunk_meta_gradient(self, chunk: TaskBatch) -> tuple[list[torch.Tensor | None], torch.Tensor]:
-        """Sum over the chunk's tasks of each task's meta-gradient, and of its loss."""
-        losses = map_tasks(self.query_loss, chunk.tensors(), self.execution)  # [T]
-        total = losses.sum()
-        grads = torch.autograd.grad(total, list(self.parameters()), allow_unused=True)
-        return list(grads), total.detach()
+    def chunk_objective(self, chunk: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum over the chunk's tasks of each task's query loss after adaptation."""
+        total = map_tasks(self.query_loss, chunk.tensors(), self.execution).sum()  # [T] → []
+        return total, total
 
     def predict(self, batch: TaskBatch) -> torch.Tensor:
         self.eval()

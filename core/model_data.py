@@ -92,9 +92,10 @@ class ModelDataLearner(PooledMetaLearner):
 
     # -- the engine -----------------------------------------------------------------------------
 
-    def logits(self, batch: TaskBatch) -> Tensor:
-        """Logits ``[T, Q, n_way]`` of every task's queries."""
-        n_way = int(batch.support_y.max()) + 1
+    def logits(self, batch: TaskBatch, n_way: int | None = None) -> Tensor:
+        """Logits ``[T, Q, n_way]`` of every task's queries (``n_way`` read from the labels
+        unless given)."""
+        n_way = n_way or int(batch.support_y.max()) + 1
 
         def task_logits(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
             z = self.embed(torch.cat([sx, qx]))  # [S + Q, D]: one episode, one set of statistics
@@ -103,12 +104,17 @@ class ModelDataLearner(PooledMetaLearner):
 
         return map_tasks(task_logits, batch.tensors(), self.execution)
 
-    def chunk_meta_gradient(self, chunk: TaskBatch) -> tuple[list[Tensor | None], Tensor]:
-        """Sum over the chunk's tasks of each task's gradient, and of its query loss."""
+    def chunk_objective(self, chunk: TaskBatch) -> tuple[Tensor, Tensor]:
+        """Sum over the chunk's tasks of each task's query loss."""
         # task_loss averages over all T·Q queries; each task has Q, so ×T sums per-task means.
-        total = task_loss("classification", self.logits(chunk), chunk.query_y) * chunk.num_tasks
-        grads = torch.autograd.grad(total, list(self.parameters()), allow_unused=True)
-        return list(grads), total.detach()
+        logits = self.logits(chunk, self.__dict__.get("_train_n_way"))
+        total = task_loss("classification", logits, chunk.query_y) * chunk.num_tasks
+        return total, total
+
+    def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+        # The way is read from the labels here, eagerly: the compiled step cannot read data.
+        self.__dict__["_train_n_way"] = int(batch.support_y.max()) + 1
+        return super().meta_train_step(batch)
 
     def predict(self, batch: TaskBatch) -> Tensor:
         self.eval()

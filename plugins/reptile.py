@@ -2,15 +2,15 @@
 
 Each task of the meta-batch runs k steps of SGD on its support set from θ, reaching φ̃_i; the
 outer update is θ ← θ + ε · (1/n) Σ_i (φ̃_i − θ). The engine pools the pseudo-gradient
-g = (1/n) Σ_i (θ − φ̃_i), so with the default outer optimiser (SGD at rate ε) the step is
-exactly that formula; no second derivatives are involved.
+g = (1/n) Σ_i (θ − φ̃_i), the gradient of the objective Σ_i ½‖θ − φ̃_i‖² with φ̃_i held
+constant, so with the default outer optimiser (SGD at rate ε) the step is exactly that formula;
+no second derivatives are involved.
 """
 
 from dataclasses import dataclass
 from typing import Literal
 
 import metazoo
-import torch
 from metazoo.engine import map_tasks
 from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner
 
@@ -30,17 +30,17 @@ class Reptile(ModelAlgorithmLearner):
 
     Config = ReptileConfig
 
-    def chunk_meta_gradient(self, chunk):
+    def chunk_objective(self, chunk):
         theta = dict(self.model.named_parameters())
 
         def task_step(sx, sy, qx, qy):
             adapted = self.adapt(sx, sy, self.config.inner_steps, create_graph=False)
-            delta = {name: theta[name] - adapted[name] for name in theta}
-            return delta, self.loss(adapted, qx, qy)
+            adapted = {name: value.detach() for name, value in adapted.items()}  # φ̃_i, a constant
+            return adapted, self.loss(adapted, qx, qy)
 
-        with torch.no_grad():
-            deltas, losses = map_tasks(task_step, chunk.tensors(), self.execution)
-        return [deltas[name].sum(0) for name in theta], losses.sum()
+        adapted, losses = map_tasks(task_step, chunk.tensors(), self.execution)  # [T, ...], [T]
+        objective = sum(0.5 * (theta[name] - adapted[name]).pow(2).sum() for name in theta)
+        return objective, losses.sum().detach()
 
 
 @metazoo.hookimpl

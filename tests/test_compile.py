@@ -1,0 +1,90 @@
+"""The compiled outer step against the eager one: same parameters and optimiser state after
+several steps (float64), no recompilation for a fixed protocol, a fallback with one warning for
+a learner that cannot be compiled, and the compile time recorded apart from training time."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+CASES = {  # name: (algorithm, suite, hyperparameters)
+    "maml-second-order-adam": ("maml", "sinusoid", {"meta_batch": 4}),
+    "maml-chunked-sgd": ("maml", "sinusoid", {"meta_batch": 5, "chunk_size": 2, "outer_optimizer": "sgd",
+                                              "outer_lr": 0.1}),
+    "metasgd": ("metasgd", "sinusoid", {"meta_batch": 4}),
+    "reptile": ("reptile", "sinusoid", {"meta_batch": 4, "inner_steps": 2}),
+    "protonet": ("protonet", "hyperplanes", {"meta_batch": 4}),
+}
+
+
+def _pair(host, case):
+    algorithm, suite_name, hyperparameters = CASES[case]
+    suite = host.suites.get(suite_name).factory()
+    learners = []
+    for compile_step in (False, True):
+        torch.manual_seed(0)
+        learner = host.algorithms.get(algorithm).factory(suite.make_model(), suite, compile=compile_step,
+                                                         **hyperparameters)
+        learners.append(learner.to(torch.float64))
+    generator = torch.Generator().manual_seed(1)
+    batches = [suite.sample("train", hyperparameters["meta_batch"], generator).to("cpu", torch.float64)
+               for _ in range(4)]
+    return learners, batches
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_compiled_step_equals_the_eager_step(host, one_thread, case):
+    (eager, compiled), batches = _pair(host, case)
+    for i, batch in enumerate(batches[:3]):
+        # after its first step, a learner on a fixed protocol never compiles again
+        with torch._dynamo.config.patch(error_on_recompile=i > 0):
+            reference = eager.meta_train_step(batch)
+            stats = compiled.meta_train_step(batch)
+        assert ("compile_s" in stats) == (i == 0)
+        assert stats["loss"] == pytest.approx(reference["loss"], rel=1e-10)
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12, msg=name)
+    # the optimiser state is torch.optim's own: an eager step continues where the compiled left off
+    compiled.config = type(compiled.config)(**{**compiled.config.__dict__, "compile": False})
+    eager.meta_train_step(batches[3])
+    compiled.meta_train_step(batches[3])
+    for a, b in zip(eager.parameters(), compiled.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+def test_a_learner_that_cannot_be_compiled_falls_back_with_one_warning(host, one_thread):
+    from metazoo.model_algorithm import ModelAlgorithmLearner
+
+    class Chatty(ModelAlgorithmLearner):
+        def chunk_objective(self, chunk):
+            total, loss = super().chunk_objective(chunk)
+            print(f"loss {loss.item():.3f}")  # a graph break: no full graph
+            return total, loss
+
+    suite = host.suites.get("sinusoid").factory()
+    torch.manual_seed(0)
+    eager = Chatty(suite.make_model(), suite, meta_batch=3)
+    torch.manual_seed(0)
+    chatty = Chatty(suite.make_model(), suite, meta_batch=3, compile=True)
+    batches = [suite.sample("train", 3, torch.Generator().manual_seed(i)) for i in range(2)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for batch in batches:
+            assert chatty.meta_train_step(batch)["loss"] == eager.meta_train_step(batch)["loss"]
+    messages = [str(w.message) for w in caught if "compiled meta-step failed" in str(w.message)]
+    assert len(messages) == 1 and "chatty" in messages[0] and "using the eager step" in messages[0]
+
+
+def test_the_record_counts_compile_time_apart(host, one_thread, tmp_path):
+    from metazoo.benchmark import load_benchmark
+    from metazoo.run import Run, execute
+
+    spec = tmp_path / "compiled.toml"
+    spec.write_text('suite = "sinusoid"\n[evaluation]\ntest_tasks = 10\nval_tasks = 5\n'
+                    "[training]\nsteps = 5\n[algorithms.maml]\nmeta_batch = 4\ncompile = true\n")
+    record = execute(Run(load_benchmark(spec), host.algorithms.get("maml"), 0), host, torch.device("cpu"))
+    assert record["status"] == "ok", record.get("error")
+    assert record["hyperparameters"]["compile"] is True and record["train"]["steps"] == 5
+    assert record["train"]["compile_s"] > 0.5 > record["train"]["time_s"]
