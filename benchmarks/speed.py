@@ -1,21 +1,24 @@
-"""Speed benchmark: meta-iterations per second of second-order MAML, the core's engine against a
-plain per-task reference loop (issue 2, item 9; issue 3, item 6).
+"""Speed benchmark: meta-iterations per second of second-order MAML, the core's engine (eager,
+forced per-task loop, and the compiled outer step) against a plain per-task reference loop.
 
 Two cases (``--case``; default ``sinusoid``, which needs no data files):
 
 - ``sinusoid``: MLP 1-40-40-1, K=10 support and 10 query points per task, 1 inner step at
-  α=0.01, meta-batches of 25 and 100. The engine runs with ``execution="auto"`` (``vmap`` here).
+  α=0.01, meta-batches of 25 and 100. The engine runs with ``execution="auto"`` (``vmap`` here),
+  with ``execution="loop"`` forced, and compiled (``compile=True``: the whole outer step is one
+  ``torch.compile``d function; its first step, compilation included, is reported as ``compile s``).
 - ``omniglot``: 5-way 1-shot on the real Omniglot images, conv4 from the suite's
   ``make_model()``, 15 queries per class, 1 inner step at α=0.4, meta-batch 32. Two engine
   variants: ``execution="auto"`` (resolved per device by the rule in ``metazoo.engine``: ``loop``
-  on CPU, ``vmap`` on CUDA) and ``execution="vmap"`` forced. The Omniglot zips are taken from
+  on CPU, ``vmap`` on CUDA), ``execution="vmap"`` forced, and compiled. The Omniglot zips are taken from
   ``--data-dir``, else ``$METAZOO_DATA``, else ``../shared/data/omniglot`` beside the repository.
 
 Every path does the same work per meta-iteration: from one pre-sampled float32 meta-batch, the
 second-order meta-gradient of the mean query loss, one outer step of the same Adam optimiser
 (unless ``--gradient-only``), and the loss as a Python float. Before timing, every engine variant
-is checked to give the reference's meta-gradient and loss from the same weights (sinusoid: on the
-timed batch in float32; omniglot: on 4 tasks in float64, with TF32 off on CUDA). The paths
+is checked to give the reference's meta-gradient and loss from the same weights (the compiled one:
+the reference's parameters after one Adam step; sinusoid: on the timed batch in float32; omniglot:
+on 4 tasks in float64, with TF32 off on CUDA). The paths
 alternate in short rounds, so that load from other processes hits them alike; the table gives
 median it/s and the median of the per-round ratios to the loop, with their range.
 
@@ -61,7 +64,7 @@ class Case:
     protocol: dict
     inner_lr: float
     batches: tuple[int, ...]  # default meta-batch sizes
-    engines: dict[str, str]  # column label -> the learner's ``execution`` hyperparameter
+    engines: dict[str, dict]  # column label -> the learner's ``execution`` and ``compile`` settings
     warmup: int  # untimed steps per path before the rounds (allocator, optimiser state)
     check_dtype: torch.dtype = torch.float32
     check_tasks: int | None = None  # tasks in the correctness check (None: the timed meta-batch)
@@ -80,7 +83,8 @@ CASES = {
             protocol={"shots": 10, "queries": 10},
             inner_lr=0.01,
             batches=(25, 100),
-            engines={"engine": "auto"},
+            engines={"engine": {"execution": "auto"}, "loop engine": {"execution": "loop"},
+                     "compiled": {"execution": "auto", "compile": True}},
             warmup=3,
         ),
         Case(
@@ -91,7 +95,8 @@ CASES = {
             protocol={"ways": 5, "shots": 1, "queries": 15},
             inner_lr=0.4,
             batches=(32,),
-            engines={"auto": "auto", "vmap": "vmap"},
+            engines={"auto": {"execution": "auto"}, "vmap": {"execution": "vmap"},
+                     "compiled": {"execution": "auto", "compile": True}},
             warmup=1,  # an iteration takes seconds on a CPU
             # In float32 the engine and the loop differ by up to 1e-5 relative (and wholly on the
             # conv biases, whose exact gradient is 0 under batch norm); in float64 by < 1e-13.
@@ -147,10 +152,9 @@ def build(case: Case, num_tasks: int, device: torch.device, dtype: torch.dtype,
     learners = {
         label: zoo.algorithms.get("maml").factory(
             copy.deepcopy(model), suite, meta_batch=num_tasks, inner_steps=1,
-            inner_lr=case.inner_lr, outer_lr=OUTER_LR, outer_optimizer="adam",
-            execution=execution,
+            inner_lr=case.inner_lr, outer_lr=OUTER_LR, outer_optimizer="adam", **settings,
         ).to(device, dtype)
-        for label, execution in case.engines.items()
+        for label, settings in case.engines.items()
     }
     optimizer = next(iter(learners.values())).optimizer
     reference = ReferenceLoop(model.to(device, dtype), optimizer, case.inner_lr, suite.kind)
@@ -174,14 +178,19 @@ def tf32_off(device: torch.device) -> Iterator[None]:
 
 
 def check_same_meta_gradient(case: Case, num_tasks: int, device: torch.device,
-                             protocol: dict) -> None:
-    """Assert that every engine variant computes the reference's meta-gradient and loss, on
-    fresh copies of the same weights (``case.check_tasks`` tasks in ``case.check_dtype``)."""
+                             protocol: dict) -> dict[str, float]:
+    """Assert that every eager engine variant computes the reference's meta-gradient and loss,
+    and that the compiled one makes the reference's Adam step, on fresh copies of the same
+    weights (``case.check_tasks`` tasks in ``case.check_dtype``). Returns the compiled
+    variants' first-step times (compilation included)."""
+    compile_s = {}
     tasks = min(case.check_tasks or num_tasks, num_tasks)
     learners, reference, batch = build(case, tasks, device, case.check_dtype, protocol)
     with tf32_off(device):
         expected = reference.meta_gradient(batch)
         for label, learner in learners.items():
+            if learner.config.compile:
+                continue
             loss = learner.meta_gradient(batch)
             if abs(loss - expected) > case.loss_rtol * abs(expected):
                 raise AssertionError(f"{label}: losses differ: engine {loss}, reference {expected}")
@@ -190,6 +199,19 @@ def check_same_meta_gradient(case: Case, num_tasks: int, device: torch.device,
                 if not torch.allclose(p.grad, q.grad, **case.grad_tol):
                     raise AssertionError(f"{label}: meta-gradients differ on {name}: "
                                          f"max |Δ| = {(p.grad - q.grad).abs().max().item():.3g}")
+        reference.optimizer.step()
+        for label, learner in learners.items():
+            if not learner.config.compile:
+                continue
+            stats = learner.meta_train_step(batch)
+            loss, compile_s[label] = stats["loss"], stats.get("compile_s", float("nan"))
+            if abs(loss - expected) > case.loss_rtol * abs(expected):
+                raise AssertionError(f"{label}: losses differ: compiled {loss}, reference {expected}")
+            for (name, p), q in zip(learner.model.named_parameters(), reference.model.parameters()):
+                if not torch.allclose(p, q, **case.grad_tol):
+                    raise AssertionError(f"{label}: parameters after a step differ on {name}: "
+                                         f"max |Δ| = {(p - q).abs().max().item():.3g}")
+    return compile_s
 
 
 def iterations_per_second(step: Callable[[], object], seconds: float, device: torch.device) -> float:
@@ -228,12 +250,14 @@ def measure(case: Case, num_tasks: int, device: torch.device, seconds: float, ro
             protocol: dict, gradient_only: bool = False) -> dict:
     """Median it/s of each engine variant and the loop over ``rounds`` interleaved rounds, and
     the median (and range) of each variant's per-round ratios to the loop."""
-    check_same_meta_gradient(case, num_tasks, device, protocol)
+    compile_s = check_same_meta_gradient(case, num_tasks, device, protocol)
     learners, reference, batch = build(case, num_tasks, device, torch.float32, protocol)
+    if gradient_only:  # the compiled step always includes the update
+        learners = {label: learner for label, learner in learners.items() if not learner.config.compile}
     steps = {label: make_step(learner, batch, gradient_only) for label, learner in learners.items()}
     steps["loop"] = make_step(reference, batch, gradient_only)
     for step in steps.values():
-        for _ in range(case.warmup):
+        for _ in range(case.warmup):  # a compiled variant compiles again here if the check's dtype differs
             step()
     times: dict[str, list[float]] = {label: [] for label in steps}
     for _ in range(rounds):
@@ -247,7 +271,9 @@ def measure(case: Case, num_tasks: int, device: torch.device, seconds: float, ro
         row[f"{label}/loop"] = statistics.median(ratios)
         row[f"{label}/loop range"] = f"{min(ratios):.2f}–{max(ratios):.2f}"
     for label, learner in learners.items():
-        if case.engines[label] == "auto":
+        if learner.config.compile:
+            row[f"{label} compile s"] = compile_s[label]  # in the check, dtype case.check_dtype
+        elif case.engines[label]["execution"] == "auto":
             row[f"{label} runs"] = learner.execution  # what "auto" resolved to
     return row
 
