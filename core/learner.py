@@ -162,8 +162,12 @@ class PooledMetaLearner(MetaLearner):
             state = functional_optim.read_state(self.optimizer, kind, params)
             self.train()
             started = time.perf_counter()
-            new, state, loss = self.__dict__["_compiled"](
-                {n: p.detach() for n, p in named}, state, batch.tensors())
+            self.__dict__["_functional"] = True  # the inner loop runs under torch.func transforms
+            try:
+                new, state, loss = self.__dict__["_compiled"](
+                    {n: p.detach() for n, p in named}, state, batch.tensors())
+            finally:
+                self.__dict__["_functional"] = False
             loss = loss.item()
             elapsed = time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001 - any failure to compile means: run eagerly

@@ -78,6 +78,8 @@ class ModelAlgorithmLearner(PooledMetaLearner):
         def support_loss(fast: Params) -> torch.Tensor:
             return self.loss({**frozen, **fast}, x, y)
 
+        if self.execution == "loop" and not self.__dict__.get("_functional"):
+            return {**frozen, **self._adapt_eagerly(support_loss, fast, steps, create_graph)}
         for step in range(steps):
             # vjp rather than grad: vjp's backward runs after its transform level has closed,
             # so the backward ops are not recorded a second time there (same values, faster).
@@ -90,6 +92,22 @@ class ModelAlgorithmLearner(PooledMetaLearner):
                 grads = {name: g.detach() for name, g in grads.items()}
             fast = self.inner_update(fast, grads, step)
         return {**frozen, **fast}
+
+    def _adapt_eagerly(self, support_loss, fast: Params, steps: int, create_graph: bool) -> Params:
+        """The inner loop of one task by plain autograd, for the per-task loop outside any
+        ``torch.func`` transform (no vjp level to dispatch through: as fast as a plain loop)."""
+        training = torch.is_grad_enabled()
+        for step in range(steps):
+            with torch.enable_grad():
+                if not training:  # evaluation: each step starts from constants
+                    fast = {name: p.detach().requires_grad_() for name, p in fast.items()}
+                loss = support_loss(fast)
+                if loss.dim() != 0:
+                    raise ValueError(f"the loss of one task must be a scalar, got shape {tuple(loss.shape)}")
+                grads = torch.autograd.grad(loss, list(fast.values()), create_graph=create_graph and training)
+            grads = {name: g if create_graph else g.detach() for name, g in zip(fast, grads)}
+            fast = self.inner_update(fast, grads, step)
+        return {name: p.detach() for name, p in fast.items()} if not training else fast
 
     def query_loss(self, sx, sy, qx, qy) -> torch.Tensor:
         """Meta-training objective of one task: query loss after adapting on the support."""
