@@ -27,6 +27,7 @@ from metazoo.benchmark import Benchmark
 from metazoo.errors import UsageError, ZooError
 from metazoo.evaluation import TaskList, evaluate, summary, train_batch
 from metazoo.learner import MetaLearner
+from metazoo.malloc import tune_malloc
 from metazoo.manager import Zoo
 from metazoo.progress import Mode, Progress
 from metazoo.records import SCHEMA, record_path
@@ -131,6 +132,7 @@ def execute(run: Run, zoo: Zoo, device: torch.device, progress: Mode = "off",
     NaN loss) is recorded with its error instead of raised."""
     started = time.time()
     record = base_record(run, device)
+    record["allocator"] = tune_malloc() if device.type == "cpu" else "torch CUDA caching allocator"
     memory = PeakMemory(device)
     try:
         suite = make_suite(zoo, run.benchmark, data_dir)
