@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         times: dict[str, list[float]] = {label: [] for label in variants}
         for _ in range(args.rounds):
             for label, variant in variants.items():
-                times[label].append(seconds_per_step(lambda v=variant: v.meta_train_step(batch), args.seconds))
+                times[label].append(seconds_per_step(lambda v=variant, b=batch: v.meta_train_step(b), args.seconds))
         loop = statistics.median(times["loop"])
         for label, spent in times.items():
             median = statistics.median(spent)
