@@ -21,16 +21,29 @@ class MetaLearner(nn.Module, ABC):
     It owns its model, its meta-parameters and its outer optimiser. ``state_dict()`` /
     ``load_state_dict()`` (from :class:`torch.nn.Module`) checkpoint the meta-parameters;
     ``.to(device)`` moves them.
+
+    What ``MetaLearner.__init__(model=None, suite=None, **hyperparameters)`` does: initialises
+    the :class:`torch.nn.Module`; builds ``self.config`` from ``hyperparameters`` with the
+    class's ``Config`` dataclass (an unknown or ill-typed one is a clear error; with none, the
+    defaults); and, when given, stores ``model`` as ``self.model`` and the suite's kind as
+    ``self.kind``. A subclass with an ``__init__`` of its own may call ``super().__init__()``
+    with no arguments, as any torch module does, and set its model itself; the harness reads
+    ``config.meta_batch`` (tasks per outer step) and the hyperparameters it records from
+    ``config``, so such a subclass declares its own settings in a ``Config`` subclass of
+    :class:`metazoo.config.LearnerConfig` and passes them to ``super().__init__(**hp)``.
     """
 
     family: ClassVar[str]
     Config: ClassVar[type[LearnerConfig]] = LearnerConfig
 
-    def __init__(self, model: nn.Module, suite: TaskSuite, **hyperparameters: Any) -> None:
+    def __init__(self, model: nn.Module | None = None, suite: TaskSuite | None = None,
+                 **hyperparameters: Any) -> None:
         super().__init__()
         self.config = build_config(type(self).Config, hyperparameters, f"algorithm {self.name()}")
-        self.model = model
-        self.kind = suite.kind
+        if model is not None:
+            self.model = model
+        if suite is not None:
+            self.kind = suite.kind
 
     @classmethod
     def name(cls) -> str:

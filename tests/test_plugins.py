@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import types
+
 import metazoo
 import pytest
+import torch
 from metazoo.errors import PluginError, UsageError
 from metazoo.manager import BUILTIN_PLUGINS, Zoo, get_plugin_manager
 
@@ -94,3 +97,48 @@ def test_clash_with_builtin_fails_naming_both(clash_plugin, zoo_process):
     blocked = zoo_process("-p", "no:clash", "list", sites=(clash_plugin,))
     assert blocked.returncode == 0, blocked.stderr
 
+
+
+
+class FineTune(metazoo.MetaLearner):
+    """A baseline written against the public contract the obvious way: its own __init__, a
+    bare super().__init__(), its own optimiser and training step."""
+
+    def __init__(self, model, suite, lr=0.05, **hyperparameters):
+        super().__init__()
+        self.model, self.kind = model, suite.kind
+        self.sgd = torch.optim.SGD(self.model.parameters(), lr=lr)
+
+    def meta_train_step(self, batch):
+        loss = torch.stack([(self.model(qx) - qy).pow(2).mean()
+                            for qx, qy in zip(batch.query_x, batch.query_y)]).mean()
+        self.sgd.zero_grad()
+        loss.backward()
+        self.sgd.step()
+        return {"loss": loss.item()}
+
+    def predict(self, batch):
+        with torch.no_grad():
+            return torch.stack([self.model(qx) for qx in batch.query_x])
+
+
+@metazoo.hookimpl
+def _register_finetune(registry):
+    registry.add("finetune", FineTune, family="model-algorithm")
+
+
+def test_a_direct_subclass_calling_bare_super_init_is_listed_and_benchmarked(tmp_path):
+    from metazoo.bench import plan, run_bench
+    from metazoo.benchmark import Benchmark, Training
+    from metazoo.executors import InProcess, WorkerContext
+
+    plugin = types.SimpleNamespace(zoo_register_algorithms=_register_finetune)
+    pm = get_plugin_manager(autoload=False)
+    pm.register(plugin, name="finetune")
+    zoo = Zoo(pm)
+    assert "finetune" in zoo.algorithms.names()
+    runs = plan(zoo, [Benchmark(name="ft", suite="sinusoid", training=Training(steps=3))], ["finetune"], [0])
+    (record,) = run_bench(runs, InProcess(zoo, WorkerContext.of(zoo, "cpu")), tmp_path, torch.device("cpu"),
+                          log=lambda message: None)
+    assert record["status"] == "ok", record.get("error")
+    assert record["train"]["steps"] == 3 and record["test"]["n"] == 600
