@@ -100,7 +100,10 @@ class Zoo:
             info = infos[impl.plugin_name]
             registry.source = f"plugin {info.name} ({info.distribution})"
             registry.version = info.version
-            impl.function(**{name: registry for name in impl.argnames})
+            # By name, as pluggy calls hooks: an implementation takes any subset of the spec's
+            # arguments, so specs can grow without breaking it.
+            arguments = {"registry": registry}
+            impl.function(**{name: arguments[name] for name in impl.argnames if name in arguments})
         registry.source, registry.version = "<unknown>", "unknown"
         return registry
 
