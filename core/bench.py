@@ -3,6 +3,7 @@ anything runs), then execute the runs on an executor, resumably, with one record
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,13 +27,15 @@ def plan(
     seeds: list[int],
     data_dir: str | None = None,
     warn: Callable[[str], None] = print,
+    compile: bool | None = None,
 ) -> list[Run]:
     """Check every benchmark's protocol and data and every algorithm's hyperparameters before
     anything runs, and list the runs: benchmarks × algorithms × seeds, in that order.
 
     ``algorithms`` are names or shell patterns; ``["*"]`` takes every algorithm that fits each
     suite, while a model-data learner named explicitly is an error if no suite is a
-    classification suite.
+    classification suite. ``compile`` (``--compile``/``--no-compile``), where given, sets the
+    ``compile`` hyperparameter of every learner that has one (not part of the run key).
     """
     entries = zoo.algorithms.select(algorithms)
     explicit = algorithms != ["*"]
@@ -47,9 +50,15 @@ def plan(
         suite.prepare()
         fits = [e for e in entries if suite.kind == "classification" or e.family != "model-data"]
         for entry in fits:
-            resolved = resolved_hyperparameters(make_learner(Run(spec, entry, 0), suite), Run(spec, entry, 0))
+            learner = make_learner(Run(spec, entry, 0), suite)
+            own = spec
+            if compile is not None and hasattr(getattr(learner, "config", None), "compile"):
+                tables = {**spec.algorithms, entry.name: {**spec.algorithms.get(entry.name, {}), "compile": compile}}
+                own = dataclasses.replace(spec, algorithms=tables)
+                learner = make_learner(Run(own, entry, 0), suite)
+            resolved = resolved_hyperparameters(learner, Run(own, entry, 0))
             placed.add(entry.name)
-            runs.extend(Run(spec, entry, seed, resolved) for seed in seeds)
+            runs.extend(Run(own, entry, seed, resolved) for seed in seeds)
     unplaced = [e.name for e in entries if e.name not in placed]
     if explicit and unplaced:
         suites = sorted({spec.suite for spec in specs})

@@ -89,6 +89,9 @@ def _check_writable(out: Path) -> None:
 @click.option("--from-record", "from_records", multiple=True, type=click.Path(dir_okay=False),
               metavar="FILE", help="Re-run exactly the run of this record (repeatable) into --out "
                                      "(where a record of it is kept unless --force).")
+@click.option("--compile/--no-compile", "compile_step", default=None,
+              help="Compile every learner's whole outer step with torch.compile, or not (default: "
+                   "the spec's `compile` hyperparameter). Not part of the run key.")
 @click.option("--dry-run", is_flag=True,
               help="Check the configuration and list the runs, each done (has a record) or to run; run nothing.")
 @click.option("--progress-every", type=float, default=60.0, show_default=True, metavar="SECONDS",
@@ -97,7 +100,7 @@ def _check_writable(out: Path) -> None:
 @click.pass_obj
 def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, steps, seconds,
           device, data_dir, out, force, threads, workers, executor, address, retries, from_records,
-          dry_run, progress_every, quiet) -> None:
+          compile_step, dry_run, progress_every, quiet) -> None:
     """Meta-train algorithms side by side on benchmarks × seeds and print their leaderboards.
 
     With no options: every algorithm on the quick sinusoid benchmark. Finished runs are kept
@@ -139,7 +142,7 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, 
             budget = {"steps": steps, "time": seconds} if steps is not None or seconds is not None else {}
             specs = [spec.with_overrides(protocol, budget) for spec in specs]
             patterns = [a.strip() for a in algos.split(",") if a.strip()]
-            runs = plan(zoo, specs, patterns, list(range(seeds)), data_dir, _warn)
+            runs = plan(zoo, specs, patterns, list(range(seeds)), data_dir, _warn, compile_step)
     except UsageError:
         raise
     except ZooError as exc:

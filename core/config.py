@@ -23,6 +23,11 @@ class LearnerConfig:
         positive(self, "meta_batch", "outer_lr")
 
 
+#: Hyperparameters that change how a step is executed, not what it computes (up to rounding):
+#: left out of run keys and of leaderboard rows, like the device and the thread count.
+EXECUTION_SETTINGS = ("chunk_size", "execution", "compile")
+
+
 @dataclass(frozen=True)
 class PooledConfig(LearnerConfig):
     """Hyperparameters of a learner whose outer step pools per-task gradients."""

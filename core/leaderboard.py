@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from metazoo.config import EXECUTION_SETTINGS
 from metazoo.statistics import ALPHA, ci95, paired_t_test, ranks
 
 # -- tables -----------------------------------------------------------------------------------
@@ -89,10 +90,12 @@ def group_records(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str,
 
 def configuration(record: Mapping[str, Any]) -> dict[str, Any]:
     """What a row is: algorithm, plugin version and resolved hyperparameters (the spec's
-    hyperparameters for a record that has no resolved ones)."""
+    hyperparameters for a record that has no resolved ones), but the execution settings
+    (``metazoo.config.EXECUTION_SETTINGS``), which do not change what a run computes."""
     hyperparameters = record.get("hyperparameters")
     if hyperparameters is None:
         hyperparameters = ((record.get("spec") or {}).get("algorithms") or {}).get(record["algorithm"], {})
+    hyperparameters = {k: v for k, v in hyperparameters.items() if k not in EXECUTION_SETTINGS}
     return {"algorithm": record["algorithm"], "version": record.get("plugin_version"),
             "hyperparameters": hyperparameters}
 

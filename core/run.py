@@ -24,6 +24,7 @@ from typing import Any
 import metazoo
 import torch
 from metazoo.benchmark import Benchmark
+from metazoo.config import EXECUTION_SETTINGS
 from metazoo.errors import UsageError, ZooError
 from metazoo.evaluation import TaskList, evaluate, summary, train_batch
 from metazoo.learner import MetaLearner
@@ -71,16 +72,22 @@ class Run:
         return self.benchmark.algorithms.get(self.algorithm.name, {})
 
     @property
+    def result_settings(self) -> dict[str, Any]:
+        """:attr:`hyperparameters` without the execution settings (``EXECUTION_SETTINGS``)."""
+        return {k: v for k, v in self.hyperparameters.items() if k not in EXECUTION_SETTINGS}
+
+    @property
     def key(self) -> str:
         """Identity of the run: algorithm and plugin version, benchmark and protocol hash,
-        hyperparameters, budget and seed. A finished run with this key is not run again."""
+        hyperparameters (but the execution settings), budget and seed. A finished run with this
+        key is not run again."""
         blob = json.dumps(
             {
                 "algorithm": self.algorithm.name,
                 "version": self.algorithm.version,
                 "benchmark": self.benchmark.name,
                 "protocol": self.benchmark.hash(),
-                "hyperparameters": self.hyperparameters,
+                "hyperparameters": self.result_settings,
                 "seed": self.seed,
                 "budget": dataclasses.asdict(self.benchmark.training),
             },

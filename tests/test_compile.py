@@ -4,6 +4,7 @@ a learner that cannot be compiled, and the compile time recorded apart from trai
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -88,3 +89,23 @@ def test_the_record_counts_compile_time_apart(host, one_thread, tmp_path):
     assert record["status"] == "ok", record.get("error")
     assert record["hyperparameters"]["compile"] is True and record["train"]["steps"] == 5
     assert record["train"]["compile_s"] > 0.5 > record["train"]["time_s"]
+
+
+def test_compile_is_an_execution_setting_not_part_of_the_run_or_the_row(zoo, tmp_path):
+    from metazoo.leaderboard import summarize
+    from test_leaderboard import record
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('suite = "sinusoid"\n[evaluation]\ntest_tasks = 10\nval_tasks = 5\n[training]\nsteps = 3\n'
+                    "[algorithms.fomaml]\nmeta_batch = 4\n")
+    out = tmp_path / "out"
+    code, _, stderr = zoo("bench", "--benchmark", str(spec), "--algos", "fomaml", "--no-compile", "--out", str(out), "-q")
+    assert code == 0, stderr
+    (path,) = (out / "tiny" / "runs").glob("*.json")
+    assert json.loads(path.read_text())["hyperparameters"]["compile"] is False
+    code, stdout, _ = zoo("bench", "--benchmark", str(spec), "--algos", "fomaml", "--compile", "--out", str(out),
+                          "--dry-run")
+    assert code == 0 and stdout.splitlines()[-1] == "0 of 1 run(s) to run"
+    rows = summarize([record("b", "maml", [0.5, 0.6], seed=0, hyperparameters={"inner_lr": 0.1, "compile": True}),
+                      record("b", "maml", [0.7, 0.6], seed=1, hyperparameters={"inner_lr": 0.1, "compile": False})])
+    assert list(rows["label"]) == ["maml"] and list(rows["seeds"]) == [2]
