@@ -1,12 +1,14 @@
 """Speed benchmark: meta-iterations per second of second-order MAML, the core's engine (eager,
 forced per-task loop, and the compiled outer step) against a plain per-task reference loop.
 
-Two cases (``--case``; default ``sinusoid``, which needs no data files):
+Cases (``--case``; default ``sinusoid``, which needs no data files; ``all`` runs every one):
 
 - ``sinusoid``: MLP 1-40-40-1, K=10 support and 10 query points per task, 1 inner step at
   α=0.01, meta-batches of 25 and 100. The engine runs with ``execution="auto"`` (``vmap`` here),
   with ``execution="loop"`` forced, and compiled (``compile=True``: the whole outer step is one
   ``torch.compile``d function; its first step, compilation included, is reported as ``compile s``).
+- ``sinusoid-fo``: the same with first-order MAML (the loop drops ``create_graph``).
+- ``mlp256``: second-order MAML on a wider MLP 1-256-256-1, meta-batch 25.
 - ``omniglot``: 5-way 1-shot on the real Omniglot images, conv4 from the suite's
   ``make_model()``, 15 queries per class, 1 inner step at α=0.4, meta-batch 32. Two engine
   variants: ``execution="auto"`` (resolved per device by the rule in ``metazoo.engine``: ``loop``
@@ -46,6 +48,7 @@ import torch.nn.functional as F
 from metazoo import Zoo, get_plugin_manager
 from metazoo.data import find_omniglot
 from metazoo.errors import ZooError
+from metazoo.models import MLP
 from metazoo.tasks import TaskBatch
 from tabulate import tabulate
 from torch.func import functional_call
@@ -66,6 +69,8 @@ class Case:
     batches: tuple[int, ...]  # default meta-batch sizes
     engines: dict[str, dict]  # column label -> the learner's ``execution`` and ``compile`` settings
     warmup: int  # untimed steps per path before the rounds (allocator, optimiser state)
+    first_order: bool = False
+    hidden: int | None = None  # an MLP 1-h-h-1 instead of the suite's backbone
     check_dtype: torch.dtype = torch.float32
     check_tasks: int | None = None  # tasks in the correctness check (None: the timed meta-batch)
     loss_rtol: float = 1e-5
@@ -86,6 +91,33 @@ CASES = {
             engines={"engine": {"execution": "auto"}, "loop engine": {"execution": "loop"},
                      "compiled": {"execution": "auto", "compile": True}},
             warmup=3,
+        ),
+        Case(
+            name="sinusoid-fo",
+            description="first-order MAML, sinusoid, MLP 1-40-40-1, K=10, {queries} queries, "
+            "1 inner step, α=0.01",
+            suite="sinusoid",
+            protocol={"shots": 10, "queries": 10},
+            inner_lr=0.01,
+            batches=(25, 100),
+            engines={"engine": {"execution": "auto"}, "loop engine": {"execution": "loop"},
+                     "compiled": {"execution": "auto", "compile": True}},
+            warmup=3,
+            first_order=True,
+        ),
+        Case(
+            name="mlp256",
+            description="second-order MAML, sinusoid, MLP 1-256-256-1, K=10, {queries} queries, "
+            "1 inner step, α=0.01",
+            suite="sinusoid",
+            protocol={"shots": 10, "queries": 10},
+            inner_lr=0.01,
+            batches=(25,),
+            engines={"engine": {"execution": "auto"}, "loop engine": {"execution": "loop"},
+                     "compiled": {"execution": "auto", "compile": True}},
+            warmup=3,
+            hidden=256,
+            grad_tol={"rtol": 1e-3, "atol": 1e-5},
         ),
         Case(
             name="omniglot",
@@ -113,10 +145,12 @@ class ReferenceLoop:
     """Second-order MAML written the plain way: one task at a time, summed, one backward."""
 
     def __init__(
-        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, inner_lr: float, kind: str
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, inner_lr: float, kind: str,
+        first_order: bool = False,
     ) -> None:
         self.model = model
         self.inner_lr = inner_lr
+        self.first_order = first_order
         self.loss_fn = F.cross_entropy if kind == "classification" else F.mse_loss
         # The engine's optimiser class and settings, so that the outer steps cost the same.
         self.optimizer = type(optimizer)(model.parameters(), **optimizer.defaults)
@@ -127,7 +161,7 @@ class ReferenceLoop:
         total = 0.0
         for sx, sy, qx, qy in zip(*batch.tensors()):
             support = self.loss_fn(functional_call(self.model, params, (sx,)), sy)
-            grads = torch.autograd.grad(support, list(params.values()), create_graph=True)
+            grads = torch.autograd.grad(support, list(params.values()), create_graph=not self.first_order)
             fast = {name: p - self.inner_lr * g for (name, p), g in zip(params.items(), grads)}
             total = total + self.loss_fn(functional_call(self.model, fast, (qx,)), qy)
         loss = total / batch.num_tasks
@@ -148,16 +182,17 @@ def build(case: Case, num_tasks: int, device: torch.device, dtype: torch.dtype,
     zoo = Zoo(get_plugin_manager(autoload=False))  # the built-in plugins only
     suite = zoo.suites.get(case.suite).factory(**protocol)
     torch.manual_seed(seed)
-    model = suite.make_model()
+    model = MLP(1, case.hidden, case.hidden, 1) if case.hidden else suite.make_model()
     learners = {
         label: zoo.algorithms.get("maml").factory(
             copy.deepcopy(model), suite, meta_batch=num_tasks, inner_steps=1,
-            inner_lr=case.inner_lr, outer_lr=OUTER_LR, outer_optimizer="adam", **settings,
+            inner_lr=case.inner_lr, outer_lr=OUTER_LR, outer_optimizer="adam",
+            first_order=case.first_order, **settings,
         ).to(device, dtype)
         for label, settings in case.engines.items()
     }
     optimizer = next(iter(learners.values())).optimizer
-    reference = ReferenceLoop(model.to(device, dtype), optimizer, case.inner_lr, suite.kind)
+    reference = ReferenceLoop(model.to(device, dtype), optimizer, case.inner_lr, suite.kind, case.first_order)
     batch = suite.sample("train", num_tasks, torch.Generator().manual_seed(seed))
     return learners, reference, batch.to(device, dtype)
 
