@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from metazoo.benchmark import Benchmark, benchmark_from_dict
+from metazoo.checkpoint import checkpoint_path
 from metazoo.errors import UsageError, ZooError
 from metazoo.manager import Zoo
 from metazoo.records import RunLock, finished_record, read_record, write_record
@@ -156,8 +157,9 @@ def run_bench(
                     log(f"{run.label}: done {done}, kept ({run.path(out)})")
                     records[index] = record
                     continue
-                for leftover in run.path(out).parent.glob(f".{run.path(out).name}.*.tmp"):
-                    leftover.unlink(missing_ok=True)  # from a writer that was killed
+                for name in (run.path(out).name, checkpoint_path(run.path(out)).name):
+                    for leftover in run.path(out).parent.glob(f".{name}.*.tmp"):
+                        leftover.unlink(missing_ok=True)  # from a writer that was killed
                 in_flight[index] = lock
                 executor.submit(index, run)
             if in_flight:
@@ -167,6 +169,7 @@ def run_bench(
                     if command is not None:
                         record["command"] = command
                     write_record(record, run.path(out))
+                    checkpoint_path(run.path(out)).unlink(missing_ok=True)  # the record supersedes it
                     in_flight.pop(index).release()
                     records[index] = record
                     log(outcome_line(record))

@@ -92,6 +92,9 @@ def _check_writable(out: Path) -> None:
 @click.option("--compile/--no-compile", "compile_step", default=None,
               help="Compile every learner's whole outer step with torch.compile, or not (default: "
                    "the spec's `compile` hyperparameter). Not part of the run key.")
+@click.option("--checkpoint-every", type=float, default=300.0, show_default=True, metavar="SECONDS",
+              help="Save each run's state beside its record this often; a killed run started again by "
+                   "the same command resumes from it (not with --executor ray).")
 @click.option("--dry-run", is_flag=True,
               help="Check the configuration and list the runs, each done (has a record) or to run; run nothing.")
 @click.option("--progress-every", type=float, default=60.0, show_default=True, metavar="SECONDS",
@@ -100,7 +103,7 @@ def _check_writable(out: Path) -> None:
 @click.pass_obj
 def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, steps, seconds,
           device, data_dir, out, force, threads, workers, executor, address, retries, from_records,
-          compile_step, dry_run, progress_every, quiet) -> None:
+          compile_step, checkpoint_every, dry_run, progress_every, quiet) -> None:
     """Meta-train algorithms side by side on benchmarks × seeds and print their leaderboards.
 
     With no options: every algorithm on the quick sinusoid benchmark. Finished runs are kept
@@ -110,6 +113,8 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, 
                         ("--seeds", seeds), ("--steps", steps), ("--time", seconds), ("--workers", workers)):
         _positive(name, value)
     _positive("--progress-every", progress_every)
+    if checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be 0 or more seconds, got {checkpoint_every}")
     if retries < 0:
         raise UsageError(f"--retries must be 0 or more, got {retries}")
     if address and executor != "ray":
@@ -158,7 +163,8 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, 
         return
 
     progress = "off" if quiet else "auto"
-    context = WorkerContext.of(zoo, device, data_dir, threads, progress, progress_every)
+    context = WorkerContext.of(zoo, device, data_dir, threads, progress, progress_every, str(out_dir),
+                               checkpoint_every)
     if executor == "ray":
         runner: Executor = RayExecutor(dataclasses.replace(context, progress="off"), address, retries)
         runner.slots = workers or runner.slots

@@ -16,10 +16,17 @@ Performance notes (``python -m metazoo.benchmarks.speed``; tables in ``results/s
 - For small models a step costs per operation more than per flop: second-order MAML on the
   sinusoid MLP runs about 730 operations per meta-batch whatever its size (a per-task loop runs
   about 530 per task), each dearer than in eager code because it is dispatched through the
-  ``vmap`` and ``vjp`` levels. Inner-loop gradients therefore use ``torch.func.vjp`` rather
-  than ``torch.func.grad``: vjp's backward runs after its level has closed, so it is not
-  dispatched and recorded there as well (bit-identical values; steps 2–9 % faster). A
-  first-order inner gradient builds no graph at all (first-order MAML steps 12 % faster).
+  ``vmap`` and ``vjp`` levels. Inner-loop gradients under ``vmap`` therefore use
+  ``torch.func.vjp`` rather than ``torch.func.grad``: vjp's backward runs after its level has
+  closed, so it is not dispatched and recorded there as well (bit-identical values; steps 2–9 %
+  faster). A first-order inner gradient builds no graph at all (first-order MAML steps 12 %
+  faster). The per-task loop, outside any ``torch.func`` transform, takes plain
+  ``torch.autograd.grad`` instead, as a hand-written loop does (the vjp level cost it a third
+  of its speed).
+- The compiled outer step (``compile = true``, :class:`metazoo.learner.PooledMetaLearner`)
+  removes the per-operation cost altogether: one ``torch.compile(fullgraph=True)`` function
+  holds the objective, its gradient by ``torch.func.grad``, the pooling and the optimiser
+  update, with no eager autograd at all; inside it ``execution="auto"`` is ``vmap``.
 - :class:`GradientPool` keeps the first chunk's gradients rather than adding them into
   zero-filled buffers, and counts tasks in Python: an unchunked step allocates nothing extra
   and reads one number back from the device (the loss).

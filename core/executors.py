@@ -19,10 +19,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 import torch
 from metazoo.benchmark import Benchmark
+from metazoo.checkpoint import checkpoint_path
 from metazoo.errors import UsageError, ZooError
 from metazoo.manager import AUTOLOAD_ENV, Zoo, get_plugin_manager
 from metazoo.progress import Mode
@@ -48,13 +50,22 @@ class WorkerContext:
     threads: int | None = None  # torch threads per worker (None: torch's default; Ray's is 1)
     progress: Mode = "off"  # "auto": a bar on a terminal, else a line a minute; "off"
     progress_every_s: float = 60.0
+    out: str | None = None  # the results directory, where runs keep checkpoints (None: no checkpoints)
+    checkpoint_every_s: float = 300.0
 
     @classmethod
     def of(cls, zoo: Zoo, device: str, data_dir: str | None = None, threads: int | None = None,
-           progress: Mode = "off", progress_every_s: float = 60.0) -> WorkerContext:
+           progress: Mode = "off", progress_every_s: float = 60.0, out: str | None = None,
+           checkpoint_every_s: float = 300.0) -> WorkerContext:
         blocked = tuple(name for name, plugin in zoo.pm.list_name_plugin() if plugin is None)
         return cls(blocked, not os.environ.get(AUTOLOAD_ENV), device, data_dir, threads, progress,
-                   progress_every_s)
+                   progress_every_s, out, checkpoint_every_s)
+
+    def execute(self, run: Run, zoo: Zoo, progress: Mode) -> dict[str, Any]:
+        """:func:`metazoo.run.execute` of ``run`` with this context's settings."""
+        saved = checkpoint_path(run.path(Path(self.out))) if self.out is not None else None
+        return execute(run, zoo, resolve_device(self.device), progress, self.data_dir, self.progress_every_s,
+                       saved, self.checkpoint_every_s)
 
 
 @dataclass(frozen=True)
@@ -86,8 +97,7 @@ def run_job(job: Job, context: WorkerContext) -> dict[str, Any]:
     if run.key != job.key:
         raise ZooError(f"the worker has {job.algorithm} from {run.algorithm.source}, which gives "
                        "another run key than the parent's: install the same plugins everywhere")
-    progress = "lines" if context.progress != "off" else "off"
-    return execute(run, zoo, resolve_device(context.device), progress, context.data_dir, context.progress_every_s)
+    return context.execute(run, zoo, "lines" if context.progress != "off" else "off")
 
 
 class Executor(ABC):
@@ -120,9 +130,7 @@ class InProcess(Executor):
 
     def wait(self) -> list[tuple[int, Outcome]]:
         ticket, run = self._queue.pop(0)
-        device = resolve_device(self.context.device)
-        context = self.context
-        return [(ticket, execute(run, self.zoo, device, context.progress, context.data_dir, context.progress_every_s))]
+        return [(ticket, self.context.execute(run, self.zoo, self.context.progress))]
 
     def close(self) -> None:
         """Nothing runs in the background."""
@@ -279,7 +287,7 @@ class RayExecutor(Executor):
         self._refs: dict[Any, int] = {}
 
     def submit(self, ticket: int, run: Run) -> None:
-        context = self.context
+        context = dataclasses.replace(self.context, out=None)  # a Ray worker need not see --out
         if context.device.startswith("cuda"):  # Ray gives the task one visible GPU
             context = dataclasses.replace(context, device="cuda")
         self._refs[self._task.remote(Job.of(run), context)] = ticket

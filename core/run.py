@@ -23,6 +23,7 @@ from typing import Any
 
 import metazoo
 import torch
+from metazoo import checkpoint
 from metazoo.benchmark import Benchmark
 from metazoo.config import EXECUTION_SETTINGS
 from metazoo.errors import UsageError, ZooError
@@ -134,9 +135,12 @@ def resolved_hyperparameters(learner: MetaLearner, run: Run) -> dict[str, Any]:
 
 
 def execute(run: Run, zoo: Zoo, device: torch.device, progress: Mode = "off",
-            data_dir: str | None = None, progress_every_s: float = 60.0) -> dict[str, Any]:
+            data_dir: str | None = None, progress_every_s: float = 60.0,
+            checkpoint: Path | None = None, checkpoint_every_s: float = 300.0) -> dict[str, Any]:
     """Meta-train, validate, test and return the run's record. A failure (an exception, or a
-    NaN loss) is recorded with its error instead of raised."""
+    NaN loss) is recorded with its error instead of raised. With ``checkpoint`` (a file), the
+    run saves its state there every ``checkpoint_every_s`` seconds and resumes from it if it
+    holds this run's state (see :mod:`metazoo.checkpoint`)."""
     started = time.time()
     record = base_record(run, device)
     record["allocator"] = tune_malloc() if device.type == "cpu" else "torch CUDA caching allocator"
@@ -149,7 +153,8 @@ def execute(run: Run, zoo: Zoo, device: torch.device, progress: Mode = "off",
         progress_bar = Progress(run.label, run.benchmark.training.steps, run.benchmark.training.time,
                                 progress, progress_every_s)
         try:
-            record.update(_train_and_test(run, suite, learner, device, progress_bar))
+            saver = Saver(checkpoint, run.key, learner, checkpoint_every_s) if checkpoint else None
+            record.update(_train_and_test(run, suite, learner, device, progress_bar, saver))
         finally:
             progress_bar.close()
         record["status"] = "ok"
@@ -162,14 +167,38 @@ def execute(run: Run, zoo: Zoo, device: torch.device, progress: Mode = "off",
     return record
 
 
+class Saver:
+    """Writes the run's checkpoint when ``every_s`` seconds have passed since the last one."""
+
+    def __init__(self, path: Path, key: str, learner: MetaLearner, every_s: float) -> None:
+        self.path, self.key, self.learner, self.every_s = path, key, learner, every_s
+        self.last = time.perf_counter()
+
+    def resume(self) -> dict[str, Any] | None:
+        return checkpoint.load(self.path, self.key, self.learner)
+
+    def maybe_save(self, loop: dict[str, Any]) -> None:
+        if time.perf_counter() - self.last >= self.every_s:
+            checkpoint.save(self.path, self.key, self.learner, loop)
+            self.last = time.perf_counter()
+
+
 def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: torch.device,
-                    progress: Progress) -> dict[str, Any]:
+                    progress: Progress, saver: Saver | None = None) -> dict[str, Any]:
     evaluation, budget = run.benchmark.evaluation, run.benchmark.training
     meta_batch = learner.config.meta_batch
     val_tasks = list(TaskList(suite, "val", evaluation.val_tasks, evaluation.eval_seed, evaluation.batch_tasks))
     validation = Validation(learner, suite, val_tasks, device, progress)
 
     train_time, budget_time, compile_time, last_validation, step, loss = 0.0, 0.0, 0.0, 0.0, 0, math.nan
+    resumed: list[int] = []
+    loop = saver.resume() if saver else None
+    if loop is not None:
+        step, loss, train_time, budget_time = loop["step"], loop["loss"], loop["train_time"], loop["budget_time"]
+        compile_time, last_validation, resumed = loop["compile_time"], loop["last_validation"], loop["resumed"]
+        validation.history, validation.best_value = loop["history"], loop["best_value"]
+        validation.best_step, validation.best_state = loop["best_step"], loop["best_state"]
+        resumed = [*resumed, step]
     budget_clock = time.process_time if budget.clock == "cpu" else time.perf_counter
     while (budget.steps is None or step < budget.steps) and (budget.time is None or budget_time < budget.time):
         tick, budget_tick = time.perf_counter(), budget_clock()
@@ -190,6 +219,13 @@ def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: to
         ):
             validation.check(step, train_time)
             last_validation = budget_time
+        if saver:
+            saver.maybe_save({
+                "step": step, "loss": loss, "train_time": train_time, "budget_time": budget_time,
+                "compile_time": compile_time, "last_validation": last_validation, "resumed": resumed,
+                "history": validation.history, "best_value": validation.best_value,
+                "best_step": validation.best_step, "best_state": validation.best_state,
+            })
     if not validation.history or validation.history[-1]["step"] != step:
         validation.check(step, train_time)
     learner.load_state_dict(validation.best_state)
@@ -206,6 +242,7 @@ def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: to
             "time_s": train_time,
             "budget_s": budget_time,
             "compile_s": compile_time,
+            "resumed_at_steps": resumed,
             "tasks_per_s": step * meta_batch / train_time if train_time else 0.0,
             "final_loss": loss,
         },
