@@ -43,7 +43,8 @@ def plan(
     runs, placed = [], set()
     for spec in specs:
         zoo.suites.get(spec.suite)
-        for section, tables in (("algorithms", spec.algorithms), ("published", spec.published)):
+        for section, tables in (("algorithms", spec.algorithms), ("training_protocol", spec.training_protocols),
+                                ("published", spec.published)):
             for name in sorted(set(tables) - set(zoo.algorithms.names())):
                 warn(f"{spec.source}: [{section}.{name}] is for no registered algorithm; "
                      f"available: {', '.join(zoo.algorithms.names())}")
@@ -52,6 +53,8 @@ def plan(
         fits = [e for e in entries if suite.kind == "classification" or e.family != "model-data"]
         for entry in fits:
             learner = make_learner(Run(spec, entry, 0), suite)
+            if spec.training_protocols.get(entry.name):
+                _check_training_protocol(zoo, spec, entry, suite, data_dir)
             own = spec
             if compile is not None and hasattr(getattr(learner, "config", None), "compile"):
                 tables = {**spec.algorithms, entry.name: {**spec.algorithms.get(entry.name, {}), "compile": compile}}
@@ -66,6 +69,18 @@ def plan(
         raise UsageError(f"{', '.join(unplaced)}: model-data learners need a classification suite, and "
                          f"{' and '.join(suites)} {'is a regression suite' if len(suites) == 1 else 'are regression suites'}")
     return runs
+
+
+def _check_training_protocol(zoo: Zoo, spec: Benchmark, entry, suite, data_dir: str | None) -> None:
+    """The training protocol builds a suite, and the tested model fits its tasks: a
+    model-algorithm learner's head is sized by the test protocol, so its way may not change."""
+    train_suite = make_suite(zoo, spec.training_benchmark(entry.name), data_dir)
+    train_suite.prepare()
+    if entry.family == "model-algorithm" and getattr(train_suite, "ways", None) != getattr(suite, "ways", None):
+        raise ZooError(f"{spec.source} [training_protocol.{entry.name}]: a model-algorithm learner trains and "
+                       f"tests one model, whose head has as many outputs as the test protocol's ways "
+                       f"({getattr(suite, 'ways', None)}); its training protocol may change shots and "
+                       "queries, not ways")
 
 
 def run_from_record(

@@ -74,6 +74,9 @@ class Benchmark:
     evaluation: Evaluation = Evaluation()
     training: Training = Training()
     algorithms: dict[str, dict[str, Any]] = field(default_factory=dict)  # hyperparameters
+    # Per algorithm, protocol settings that differ in meta-training (its paper's training
+    # protocol: ProtoNet trains 60-way, MAML with one query per class); tests use `protocol`.
+    training_protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
     published: dict[str, Published] = field(default_factory=dict)
     source: str = "<built-in defaults>"
     overridden: str = ""  # the command-line options that changed the protocol, for messages
@@ -97,6 +100,15 @@ class Benchmark:
             overridden=" ".join(filter(None, (self.overridden, options))),
         )
 
+    def training_benchmark(self, algorithm: str) -> Benchmark:
+        """This benchmark with ``algorithm``'s training protocol in place of the protocol (the
+        benchmark itself if it has none): what the algorithm meta-trains on."""
+        changes = self.training_protocols.get(algorithm)
+        if not changes:
+            return self
+        return dataclasses.replace(self, protocol={**self.protocol, **changes},
+                                   source=f"{self.source} [training_protocol.{algorithm}]")
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec as a table that :func:`benchmark_from_dict` reads back."""
         return {
@@ -107,6 +119,7 @@ class Benchmark:
             "evaluation": dataclasses.asdict(self.evaluation),
             "training": dataclasses.asdict(self.training),
             "algorithms": {k: dict(v) for k, v in self.algorithms.items()},
+            "training_protocol": {k: dict(v) for k, v in self.training_protocols.items()},
             "published": {k: dataclasses.asdict(v) for k, v in self.published.items()},
         }
 
@@ -125,7 +138,8 @@ class Benchmark:
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-_TOP_LEVEL = {"name", "suite", "description", "protocol", "evaluation", "training", "algorithms", "published"}
+_TOP_LEVEL = {"name", "suite", "description", "protocol", "evaluation", "training", "algorithms",
+              "training_protocol", "published"}
 
 
 def builtin_benchmarks() -> dict[str, Path]:
@@ -173,10 +187,10 @@ def benchmark_from_dict(data: dict[str, Any], where: str, default_name: str | No
         )
     if not isinstance(data.get("suite"), str):
         raise ZooError(f"{where}: key 'suite' (the task suite's name, a string) is required")
-    for key in ("protocol", "evaluation", "training", "algorithms", "published"):
+    for key in ("protocol", "evaluation", "training", "algorithms", "training_protocol", "published"):
         if not isinstance(data.get(key, {}), dict):
             raise ZooError(f"{where}: [{key}] must be a table, got {data[key]!r}")
-    for section in ("algorithms", "published"):
+    for section in ("algorithms", "training_protocol", "published"):
         for algo, table in data.get(section, {}).items():
             if not isinstance(table, dict):
                 raise ZooError(f"{where}: [{section}.{algo}] must be a table, got {table!r}")
@@ -191,6 +205,7 @@ def benchmark_from_dict(data: dict[str, Any], where: str, default_name: str | No
         evaluation=build_config(Evaluation, data.get("evaluation", {}), f"{where} [evaluation]"),
         training=build_config(Training, data.get("training", {}), f"{where} [training]"),
         algorithms={k: dict(v) for k, v in data.get("algorithms", {}).items()},
+        training_protocols={k: dict(v) for k, v in data.get("training_protocol", {}).items()},
         published={
             algo: build_config(Published, table, f"{where} [published.{algo}]")
             for algo, table in data.get("published", {}).items()

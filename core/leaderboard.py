@@ -96,8 +96,9 @@ def configuration(record: Mapping[str, Any]) -> dict[str, Any]:
     if hyperparameters is None:
         hyperparameters = ((record.get("spec") or {}).get("algorithms") or {}).get(record["algorithm"], {})
     hyperparameters = {k: v for k, v in hyperparameters.items() if k not in EXECUTION_SETTINGS}
+    training = ((record.get("spec") or {}).get("training_protocol") or {}).get(record["algorithm"], {})
     return {"algorithm": record["algorithm"], "version": record.get("plugin_version"),
-            "hyperparameters": hyperparameters}
+            "hyperparameters": {**hyperparameters, **{f"train_{k}": v for k, v in training.items()}}}
 
 
 def _config_key(record: Mapping[str, Any]) -> str:

@@ -91,10 +91,17 @@ class Run:
                 "hyperparameters": self.result_settings,
                 "seed": self.seed,
                 "budget": dataclasses.asdict(self.benchmark.training),
+                # only where one is given, so that runs without one keep their keys
+                **({"training_protocol": self.training_protocol} if self.training_protocol else {}),
             },
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def training_protocol(self) -> dict[str, Any]:
+        """The protocol settings this algorithm meta-trains with, where they differ from the test's."""
+        return self.benchmark.training_protocols.get(self.algorithm.name, {})
 
     @property
     def label(self) -> str:
@@ -147,14 +154,17 @@ def execute(run: Run, zoo: Zoo, device: torch.device, progress: Mode = "off",
     memory = PeakMemory(device)
     try:
         suite = make_suite(zoo, run.benchmark, data_dir)
-        record.update(protocol=suite.protocol(), metric=suite.metric, higher_is_better=suite.higher_is_better)
+        train_suite = make_suite(zoo, run.benchmark.training_benchmark(run.algorithm.name), data_dir) \
+            if run.training_protocol else suite
+        record.update(protocol=suite.protocol(), metric=suite.metric, higher_is_better=suite.higher_is_better,
+                      training_protocol=train_suite.protocol())
         learner = make_learner(run, suite).to(device)
         record["hyperparameters"] = resolved_hyperparameters(learner, run)
         progress_bar = Progress(run.label, run.benchmark.training.steps, run.benchmark.training.time,
                                 progress, progress_every_s)
         try:
             saver = Saver(checkpoint, run.key, learner, checkpoint_every_s) if checkpoint else None
-            record.update(_train_and_test(run, suite, learner, device, progress_bar, saver))
+            record.update(_train_and_test(run, suite, learner, device, progress_bar, saver, train_suite))
         finally:
             progress_bar.close()
         record["status"] = "ok"
@@ -184,7 +194,8 @@ class Saver:
 
 
 def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: torch.device,
-                    progress: Progress, saver: Saver | None = None) -> dict[str, Any]:
+                    progress: Progress, saver: Saver | None = None,
+                    train_suite: TaskSuite | None = None) -> dict[str, Any]:
     evaluation, budget = run.benchmark.evaluation, run.benchmark.training
     meta_batch = learner.config.meta_batch
     val_tasks = list(TaskList(suite, "val", evaluation.val_tasks, evaluation.eval_seed, evaluation.batch_tasks))
@@ -202,7 +213,7 @@ def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: to
     budget_clock = time.process_time if budget.clock == "cpu" else time.perf_counter
     while (budget.steps is None or step < budget.steps) and (budget.time is None or budget_time < budget.time):
         tick, budget_tick = time.perf_counter(), budget_clock()
-        batch = train_batch(suite, run.seed, step, meta_batch).to(device)
+        batch = train_batch(train_suite or suite, run.seed, step, meta_batch).to(device)
         stats = learner.meta_train_step(batch)
         loss = stats["loss"]
         if "compile_s" in stats:  # the step that compiled: counted apart, not in the budget

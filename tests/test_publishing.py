@@ -340,3 +340,44 @@ def test_every_published_folder_has_a_record_for_each_run_of_its_command(zoo, mo
     code, stdout, stderr = zoo(*args[1:], "--dry-run")
     assert code == 0, stderr
     assert stdout.splitlines()[-1].startswith("0 of "), f"{command_file}: runs without a record:\n{stdout}"
+
+
+# -- a training protocol per algorithm ---------------------------------------------------------------
+
+
+def test_an_algorithm_meta_trains_on_its_own_training_protocol(zoo, tmp_path, monkeypatch):
+    from metazoo.plugins.sinusoid import Sinusoid
+
+    seen = []
+    sample = Sinusoid.sample
+
+    def spy(self, split, num_tasks, generator):
+        batch = sample(self, split, num_tasks, generator)
+        seen.append((split, batch.query_x.shape[1]))
+        return batch
+
+    monkeypatch.setattr(Sinusoid, "sample", spy)
+    spec = tmp_path / "own.toml"
+    spec.write_text('suite = "sinusoid"\n[protocol]\nqueries = 10\n[evaluation]\ntest_tasks = 10\nval_tasks = 5\n'
+                    "[training]\nsteps = 3\n[algorithms.maml]\nmeta_batch = 2\n"
+                    "[training_protocol.maml]\nqueries = 1\n")
+    out = tmp_path / "out"
+    code, stdout, stderr = zoo("bench", "--benchmark", str(spec), "--algos", "maml,fomaml", "--out", str(out), "-q")
+    assert code == 0, stderr
+    assert {q for split, q in seen if split == "train"} == {1, 10}  # maml trains on 1 query, fomaml on 10
+    assert {q for split, q in seen if split != "train"} == {10}  # both are tested on the benchmark's protocol
+    records = {r["algorithm"]: r for r in (json.loads(p.read_text()) for p in (out / "own" / "runs").glob("*.json"))}
+    assert records["maml"]["training_protocol"]["queries"] == 1 and records["maml"]["protocol"]["queries"] == 10
+    assert records["fomaml"]["training_protocol"]["queries"] == 10
+
+
+@pytest.mark.skipif(not DATA.exists(), reason=f"Omniglot data not found at {DATA}")
+def test_a_training_way_is_refused_for_model_algorithm_learners_only(zoo, tmp_path):
+    spec = tmp_path / "ways.toml"
+    spec.write_text('suite = "omniglot"\n[protocol]\nways = 5\nshots = 1\n'
+                    "[training_protocol.protonet]\nways = 20\nqueries = 5\n[training_protocol.maml]\nways = 20\n")
+    args = ["bench", "--benchmark", str(spec), "--data-dir", str(DATA), "--out", str(tmp_path), "--dry-run"]
+    code, stdout, _ = zoo(*args, "--algos", "protonet")
+    assert code == 0 and "to run" in stdout
+    code, _, stderr = zoo(*args, "--algos", "maml")
+    assert code == 2 and "[training_protocol.maml]: a model-algorithm learner trains and tests one model" in stderr
