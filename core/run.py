@@ -29,7 +29,7 @@ from metazoo.config import EXECUTION_SETTINGS
 from metazoo.errors import UsageError, ZooError
 from metazoo.evaluation import TaskList, evaluate, summary, train_batch
 from metazoo.learner import MetaLearner
-from metazoo.malloc import tune_malloc
+from metazoo.malloc import release_free_memory, tune_malloc
 from metazoo.manager import Zoo
 from metazoo.progress import Mode, Progress
 from metazoo.records import SCHEMA, record_path
@@ -289,7 +289,8 @@ class Validation:
 class PeakMemory:
     """The peak memory of one run: on CUDA the peak allocated by torch on the device (reset at
     the start of the run); on Linux CPUs the process's peak resident set size (VmHWM) since the
-    start of the run, reset through ``/proc/self/clear_refs``; elsewhere the process's lifetime
+    start of the run, reset through ``/proc/self/clear_refs`` after the allocator has given
+    back the memory earlier runs freed (``malloc_trim``); elsewhere the process's lifetime
     peak (``ru_maxrss``), which includes earlier runs of the same process."""
 
     def __init__(self, device: torch.device) -> None:
@@ -298,6 +299,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(device)
             self.method = "CUDA peak allocated by torch during the run"
             return
+        release_free_memory()  # what earlier runs of this process freed but the allocator kept
         try:
             Path("/proc/self/clear_refs").write_text("5")
             self.method = "peak resident set size of the process during the run (VmHWM)"
