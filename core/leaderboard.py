@@ -2,7 +2,8 @@
 
 A **table** holds the records of one benchmark, protocol hash and training budget that were
 tested on the same task list (equal test-task digests), so that every comparison in it is
-paired. A **row** is one configuration: algorithm, plugin version and resolved hyperparameters.
+paired. A **row** is one configuration: algorithm, plugin version and resolved hyperparameters
+(those every record of the algorithm and version in the table has; execution settings aside).
 The seeds of a configuration are pooled (each task's metric averaged over seeds); nothing else
 is. Two configurations of one algorithm are two rows, labelled by what differs; two records of
 one configuration and seed are reported, and only the newest counts. Each row gets the mean
@@ -101,8 +102,18 @@ def configuration(record: Mapping[str, Any]) -> dict[str, Any]:
             "hyperparameters": {**hyperparameters, **{f"train_{k}": v for k, v in training.items()}}}
 
 
-def _config_key(record: Mapping[str, Any]) -> str:
-    return json.dumps(configuration(record), sort_keys=True)
+def _comparable(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each record's configuration, restricted to the hyperparameters that every record of its
+    algorithm and plugin version has: a hyperparameter that newer code added (with its default)
+    does not split a row, while one that two records set differently does."""
+    configs = [configuration(record) for record in records]
+    shared: dict[tuple, set[str]] = {}
+    for config in configs:
+        group = (config["algorithm"], config["version"])
+        keys = set(config["hyperparameters"])
+        shared[group] = shared[group] & keys if group in shared else keys
+    return [{**c, "hyperparameters": {k: v for k, v in c["hyperparameters"].items()
+                                      if k in shared[(c["algorithm"], c["version"])]}} for c in configs]
 
 
 def _labels(configs: list[dict[str, Any]]) -> list[str]:
@@ -128,11 +139,11 @@ def _labels(configs: list[dict[str, Any]]) -> list[str]:
 
 def row_labels(records: list[dict[str, Any]]) -> dict[str, str]:
     """Each record's row label within its table, keyed by the record's ``key``."""
-    configs: dict[str, dict] = {}
-    for record in records:
-        configs.setdefault(_config_key(record), configuration(record))
+    comparable = _comparable(records)
+    keys = [json.dumps(config, sort_keys=True) for config in comparable]
+    configs = dict(zip(keys, comparable))
     label = dict(zip(configs, _labels(list(configs.values()))))
-    return {record["key"]: label[_config_key(record)] for record in records}
+    return {record["key"]: label[key] for record, key in zip(records, keys)}
 
 
 # -- summary ----------------------------------------------------------------------------------

@@ -384,3 +384,11 @@ def test_a_training_way_is_refused_for_model_algorithm_learners_only(zoo, tmp_pa
     assert code == 0 and "to run" in stdout
     code, _, stderr = zoo(*args, "--algos", "maml")
     assert code == 2 and "[training_protocol.maml]: a model-algorithm learner trains and tests one model" in stderr
+
+
+def test_a_hyperparameter_added_by_newer_code_does_not_split_a_row():
+    old = record("b", "maml", [0.5, 0.5], seed=0, hyperparameters={"inner_lr": 0.1})
+    new = record("b", "maml", [0.7, 0.7], seed=1, hyperparameters={"inner_lr": 0.1, "lr_schedule": "constant"})
+    changed = record("b", "maml", [0.9, 0.9], seed=0, hyperparameters={"inner_lr": 0.5}, key="c")
+    assert list(summarize([old, new])["seeds"]) == [2]
+    assert sorted(summarize([old, new, changed])["label"]) == ["maml (inner_lr=0.1)", "maml (inner_lr=0.5)"]
