@@ -27,9 +27,12 @@ def checkpoint_path(record: Path) -> Path:
     return Path(record).with_suffix(".ckpt")
 
 
-def optimizers(learner: torch.nn.Module) -> dict[str, torch.optim.Optimizer]:
-    """The optimisers a learner holds as attributes (its outer optimiser, or its own)."""
-    return {name: value for name, value in vars(learner).items() if isinstance(value, torch.optim.Optimizer)}
+_STATEFUL = (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)
+
+
+def optimizers(learner: torch.nn.Module) -> dict[str, Any]:
+    """The optimisers and learning-rate schedules a learner holds as attributes."""
+    return {name: value for name, value in vars(learner).items() if isinstance(value, _STATEFUL)}
 
 
 def save(path: Path, key: str, learner: torch.nn.Module, loop: dict[str, Any]) -> None:
@@ -66,7 +69,8 @@ def load(path: Path, key: str, learner: torch.nn.Module) -> dict[str, Any] | Non
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("key") != key:
         return None
     learner.load_state_dict(state["learner"])
-    getattr(learner, "optimizer", None)  # a lazily built outer optimiser exists from here on
+    getattr(learner, "optimizer", None)  # lazily built outer optimiser and schedule exist from here on
+    getattr(learner, "scheduler", None)
     held = optimizers(learner)
     for name, saved in state["optimizers"].items():
         if name in held:

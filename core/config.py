@@ -18,9 +18,18 @@ class LearnerConfig:
     meta_batch: int = 25  # tasks per outer update
     outer_lr: float = 1e-3  # outer (meta) learning rate
     outer_optimizer: Literal["adam", "sgd"] = "adam"
+    # Schedule of the outer rate: "step" multiplies it by lr_gamma every lr_step_every outer
+    # steps (Prototypical Networks halve it every 2000 episodes); "cosine" anneals it to 0 over
+    # lr_cosine_steps outer steps.
+    lr_schedule: Literal["constant", "step", "cosine"] = "constant"
+    lr_step_every: int = 2000
+    lr_gamma: float = 0.5
+    lr_cosine_steps: int | None = None
 
     def __post_init__(self) -> None:
-        positive(self, "meta_batch", "outer_lr")
+        positive(self, "meta_batch", "outer_lr", "lr_step_every", "lr_gamma", "lr_cosine_steps")
+        if self.lr_schedule == "cosine" and self.lr_cosine_steps is None:
+            raise ZooError("lr_schedule 'cosine' needs lr_cosine_steps (the outer steps to anneal over)")
 
 
 #: Hyperparameters that change how a step is executed, not what it computes (up to rounding):

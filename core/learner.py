@@ -71,6 +71,21 @@ class MetaLearner(nn.Module, ABC):
             self.__dict__["_optimizer"] = self.make_optimizer()
         return self.__dict__["_optimizer"]
 
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """The outer rate's schedule from ``lr_schedule`` (None: constant); step it after each
+        outer step (:meth:`PooledMetaLearner.meta_train_step` does)."""
+        config = self.config
+        if config.lr_schedule == "constant":
+            return None
+        if "_scheduler" not in self.__dict__:
+            if config.lr_schedule == "step":
+                built = torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_step_every, config.lr_gamma)
+            else:
+                built = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.lr_cosine_steps)
+            self.__dict__["_scheduler"] = built
+        return self.__dict__["_scheduler"]
+
 
 class PooledMetaLearner(MetaLearner):
     """A meta-learner whose outer step follows the mean of per-task gradients, pooled over
@@ -136,14 +151,16 @@ class PooledMetaLearner(MetaLearner):
         return pool.apply()
 
     def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+        stats = None
         if self.config.compile and not _distributed() and not self.__dict__.get("_compile_failed"):
             stats = self._compiled_train_step(batch)
-            if stats is not None:
-                return stats
-        loss = self.meta_gradient(batch)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return {"loss": loss}
+        if stats is None:
+            stats = {"loss": self.meta_gradient(batch)}
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return stats
 
     def _functional_step(self, params, state, tensors):
         """One outer step as a pure function: mean meta-gradient over the chunks of ``tensors``

@@ -26,34 +26,10 @@ def tune_malloc() -> str:
     global _applied
     if _applied is not None:
         return _applied
-
-
-def release_free_memory() -> None:
-    """Give the heap's free memory back to the system (glibc's ``malloc_trim``), so that a
-    run's peak resident size starts from what is really in use; no-op elsewhere."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
     _applied = "default allocator"
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            mallopt = libc.mallopt
-        except (OSError, AttributeError):
-            return _applied
-
-
-def release_free_memory() -> None:
-    """Give the heap's free memory back to the system (glibc's ``malloc_trim``), so that a
-    run's peak resident size starts from what is really in use; no-op elsewhere."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
-        if mallopt(M_MMAP_THRESHOLD, THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, THRESHOLD) == 1:
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        if libc.mallopt(M_MMAP_THRESHOLD, THRESHOLD) == 1 and libc.mallopt(M_TRIM_THRESHOLD, THRESHOLD) == 1:
             _applied = "glibc malloc, mmap and trim thresholds 1 GiB"
     return _applied
 
@@ -61,8 +37,15 @@ def release_free_memory() -> None:
 def release_free_memory() -> None:
     """Give the heap's free memory back to the system (glibc's ``malloc_trim``), so that a
     run's peak resident size starts from what is really in use; no-op elsewhere."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None

@@ -109,3 +109,26 @@ def test_compile_is_an_execution_setting_not_part_of_the_run_or_the_row(zoo, tmp
     rows = summarize([record("b", "maml", [0.5, 0.6], seed=0, hyperparameters={"inner_lr": 0.1, "compile": True}),
                       record("b", "maml", [0.7, 0.6], seed=1, hyperparameters={"inner_lr": 0.1, "compile": False})])
     assert list(rows["label"]) == ["maml"] and list(rows["seeds"]) == [2]
+
+
+@pytest.mark.parametrize("compile_step", [False, True])
+def test_the_outer_rate_follows_its_schedule_in_both_steps(host, one_thread, compile_step):
+    suite = host.suites.get("hyperplanes").factory()
+    torch.manual_seed(0)
+    learner = host.algorithms.get("protonet").factory(suite.make_model(), suite, meta_batch=2, outer_lr=0.1,
+                                                      lr_schedule="step", lr_step_every=2, lr_gamma=0.5,
+                                                      compile=compile_step)
+    rates = []
+    for i in range(5):
+        with torch._dynamo.config.patch(error_on_recompile=i > 0):  # a new rate is no new graph
+            learner.meta_train_step(suite.sample("train", 2, torch.Generator().manual_seed(i)))
+        rates.append(learner.optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([0.1, 0.05, 0.05, 0.025, 0.025])
+
+
+def test_a_cosine_schedule_needs_its_length(host):
+    from metazoo.errors import ZooError
+
+    suite = host.suites.get("hyperplanes").factory()
+    with pytest.raises(ZooError, match="lr_schedule 'cosine' needs lr_cosine_steps"):
+        host.algorithms.get("protonet").factory(suite.make_model(), suite, lr_schedule="cosine")

@@ -392,3 +392,15 @@ def test_a_hyperparameter_added_by_newer_code_does_not_split_a_row():
     changed = record("b", "maml", [0.9, 0.9], seed=0, hyperparameters={"inner_lr": 0.5}, key="c")
     assert list(summarize([old, new])["seeds"]) == [2]
     assert sorted(summarize([old, new, changed])["label"]) == ["maml (inner_lr=0.1)", "maml (inner_lr=0.5)"]
+
+
+def test_cpu_runs_record_the_allocator_settings(host):
+    from metazoo.benchmark import Benchmark, Training
+    from metazoo.malloc import tune_malloc
+    from metazoo.run import Run, execute
+
+    record = execute(Run(Benchmark(name="m", suite="sinusoid", training=Training(steps=1)),
+                         host.algorithms.get("fomaml"), 0), host, torch.device("cpu"))
+    assert record["allocator"] == tune_malloc()
+    if sys.platform.startswith("linux"):
+        assert record["allocator"] == "glibc malloc, mmap and trim thresholds 1 GiB"
