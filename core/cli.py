@@ -311,6 +311,44 @@ def _publish(root: Path, records: list[dict], shown_root: str, write: bool) -> N
 
 
 @cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where datasets live (else $METAZOO_DATA).")
+@click.pass_obj
+def check(zoo: Zoo, names: tuple[str, ...], data_dir: str | None) -> None:
+    """Run the conformance kit (metazoo.testing) on installed algorithms and suites (names or
+    shell patterns; default: all). Algorithms are checked on hyperplanes, a data-free
+    classification suite that both families take. One line per failed check; exit 1 if any."""
+    from metazoo import testing
+
+    patterns = names or ("*",)
+    suites = [e for e in zoo.suites if any(_match(e.name, p) for p in patterns)]
+    algorithms = [e for e in zoo.algorithms if any(_match(e.name, p) for p in patterns)]
+    if not suites and not algorithms:
+        raise UsageError(f"no algorithm or suite matches {' '.join(patterns)}; see `zoo list`")
+    failed = checked = 0
+    for entry in suites:
+        try:
+            suite = entry.factory(**({"data_dir": data_dir} if entry.info.get("uses_data") else {}))
+            suite.prepare()
+            failures = testing.check_suite(suite)
+        except ZooError as exc:
+            failures = [testing.Failure("builds and finds its data", str(exc))]
+        checked += 1
+        failed += bool(failures)
+        for failure in failures:
+            click.echo(f"FAIL suite {entry.name}: {failure}")
+    for entry in algorithms:
+        failures = testing.check_learner(entry.factory, zoo.suites.get("hyperplanes").factory())
+        checked += 1
+        failed += bool(failures)
+        for failure in failures:
+            click.echo(f"FAIL algorithm {entry.name}: {failure}")
+    click.echo(f"{checked - failed} of {checked} passed every check")
+    if failed:
+        raise ZooError(f"{failed} of {checked} failed the conformance kit")
+
+
+@cli.command()
 @click.argument("dataset", type=click.Choice(["omniglot"]))
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where to put it (else $METAZOO_DATA).")
 @click.option("--url", help="Base URL to download from (default: the canonical release).")

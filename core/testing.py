@@ -1,0 +1,230 @@
+"""The conformance kit: checks that a suite or a learner keeps the public contract.
+
+Plugin authors call it from their own tests::
+
+    from metazoo.testing import assert_learner_conforms, assert_suite_conforms
+
+    def test_my_suite():
+        assert_suite_conforms(MySuite(shots=1))
+
+    def test_my_learner():
+        assert_learner_conforms(MyLearner, suite=Sinusoid())
+
+``zoo check [NAME...]`` runs the same checks on installed algorithms and suites. Every check
+returns its failures as :class:`Failure` (check name and what was wrong); the ``assert_*``
+functions raise one ``AssertionError`` listing them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from metazoo.errors import ZooError
+from metazoo.tasks import SPLITS, TaskBatch, TaskSuite
+
+
+@dataclass(frozen=True)
+class Failure:
+    check: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.message}"
+
+
+def _sample(suite: TaskSuite, split: str, tasks: int, seed: int) -> TaskBatch:
+    return suite.sample(split, tasks, torch.Generator().manual_seed(seed))
+
+
+def _same(a: TaskBatch, b: TaskBatch) -> bool:
+    return all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a.tensors(), b.tensors()))
+
+
+# -- suites ---------------------------------------------------------------------------------------
+
+
+def check_suite(suite: TaskSuite, tasks: int = 3) -> list[Failure]:
+    """Every suite check on ``suite`` (an instance): determinism and independence of the global
+    RNG, shapes and dtypes, labels, distinct splits, a default model that fits the data."""
+    failures: list[Failure] = []
+
+    def check(name: str, test: Callable[[], str | None]) -> None:
+        try:
+            problem = test()
+        except Exception as exc:  # noqa: BLE001 - a check that raises has failed
+            problem = f"raised {type(exc).__name__}: {exc}"
+        if problem:
+            failures.append(Failure(name, problem))
+
+    def deterministic() -> str | None:
+        torch.manual_seed(1)
+        first = _sample(suite, "train", tasks, 7)
+        torch.manual_seed(2)  # a different global RNG state must not matter
+        again = _sample(suite, "train", tasks, 7)
+        if not _same(first, again):
+            return "the same generator state gave other tasks (does sample use the global RNG?)"
+        return None
+
+    def shapes() -> str | None:
+        batch = _sample(suite, "train", tasks, 0)
+        if not isinstance(batch, TaskBatch):
+            return f"sample returned {type(batch).__name__}, not a TaskBatch"
+        if batch.num_tasks != tasks:
+            return f"asked for {tasks} tasks, got {batch.num_tasks}"
+        if not (batch.support_x.is_floating_point() and batch.query_x.is_floating_point()):
+            return "support_x and query_x must be floating point"
+        if suite.kind == "classification":
+            for name, labels in (("support_y", batch.support_y), ("query_y", batch.query_y)):
+                if labels.dtype != torch.int64 or labels.dim() != 2:
+                    return f"{name} must be int64 [T, examples], got {labels.dtype} {list(labels.shape)}"
+        elif suite.kind != "regression":
+            return f"kind must be 'classification' or 'regression', got {suite.kind!r}"
+        return None
+
+    def labels() -> str | None:
+        if suite.kind != "classification":
+            return None
+        batch = _sample(suite, "train", tasks, 0)
+        for t in range(batch.num_tasks):
+            n_way = int(batch.support_y[t].max()) + 1
+            if set(batch.support_y[t].tolist()) != set(range(n_way)):
+                return f"task {t}: support labels {sorted(set(batch.support_y[t].tolist()))} are not 0..n_way-1"
+            if not set(batch.query_y[t].tolist()) <= set(range(n_way)):
+                return f"task {t}: query labels outside 0..{n_way - 1}"
+        return None
+
+    def splits_differ() -> str | None:
+        drawn = {split: _sample(suite, split, tasks, 0) for split in SPLITS}
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            if _same(drawn[a], drawn[b]):
+                return f"splits {a} and {b} gave identical tasks from the same generator state"
+        return None
+
+    def model_fits() -> str | None:
+        batch = _sample(suite, "train", tasks, 0)
+        out = suite.make_model()(batch.support_x[0])
+        if suite.kind == "classification":
+            n_way = int(batch.support_y.max()) + 1
+            expected = (batch.support_x.shape[1], n_way)
+        else:
+            expected = tuple(batch.support_y[0].shape)
+        if tuple(out.shape) != expected:
+            return f"make_model() maps one task's support set to {list(out.shape)}, expected {list(expected)}"
+        return None
+
+    def unknown_split() -> str | None:
+        try:
+            _sample(suite, "training", tasks, 0)
+        except (ValueError, ZooError):
+            return None
+        return "sample accepted the unknown split 'training' (expected a ValueError)"
+
+    for name, test in (("sample is deterministic and ignores the global RNG", deterministic),
+                       ("shapes and dtypes follow the contract", shapes), ("labels are 0..n_way-1", labels),
+                       ("splits differ", splits_differ), ("make_model fits the data", model_fits),
+                       ("an unknown split is refused", unknown_split)):
+        check(name, test)
+    return failures
+
+
+# -- learners ---------------------------------------------------------------------------------------
+
+
+def check_learner(factory: Callable[..., Any], suite: TaskSuite, hyperparameters: dict[str, Any] | None = None,
+                  steps: int = 30) -> list[Failure]:
+    """Every learner check of ``factory(model, suite, **hyperparameters)`` on ``suite``."""
+    hyperparameters = {"meta_batch": 2, **(hyperparameters or {})}
+    failures: list[Failure] = []
+    batch = _sample(suite, "train", hyperparameters["meta_batch"], 0)
+
+    def build(seed: int = 0):
+        torch.manual_seed(seed)
+        return factory(suite.make_model(), suite, **hyperparameters)
+
+    def fail(name: str, message: str) -> None:
+        failures.append(Failure(name, message))
+
+    try:
+        learner = build()
+    except Exception as exc:  # noqa: BLE001
+        return [Failure("builds from factory(model, suite, **hyperparameters)", f"{type(exc).__name__}: {exc}")]
+    try:
+        factory(suite.make_model(), suite, **hyperparameters, not_a_setting=1)
+        fail("an unknown hyperparameter is refused", "factory accepted not_a_setting=1")
+    except (ZooError, TypeError) as exc:
+        if "not_a_setting" not in str(exc):
+            fail("an unknown hyperparameter is refused", f"the error does not name it: {exc}")
+    try:
+        stats = learner.meta_train_step(batch)
+        if not isinstance(stats, dict) or not math.isfinite(float(stats.get("loss", math.nan))):
+            fail("meta_train_step returns a finite loss", f"returned {stats!r}")
+    except Exception as exc:  # noqa: BLE001
+        fail("meta_train_step returns a finite loss", f"raised {type(exc).__name__}: {exc}")
+    query = _sample(suite, "test", 2, 1)
+    try:
+        prediction = learner.predict(query)
+        n_way = int(query.support_y.max()) + 1
+        expected = (*query.query_y.shape, n_way) if suite.kind == "classification" else tuple(query.query_y.shape)
+        if tuple(prediction.shape) != expected:
+            fail("predict returns the documented shape", f"{list(prediction.shape)}, expected {list(expected)}")
+        if prediction.requires_grad:
+            fail("predict builds no graph", "its output requires grad")
+        twin = build(seed=1)
+        twin.load_state_dict(learner.state_dict())
+        if not torch.equal(twin.predict(query), learner.predict(query)):
+            fail("state_dict round-trips", "a learner loaded with the state predicts otherwise")
+    except Exception as exc:  # noqa: BLE001
+        fail("predict and state_dict", f"raised {type(exc).__name__}: {exc}")
+    try:
+        trained = build()
+        losses = [trained.meta_train_step(batch)["loss"] for _ in range(steps)]
+        if not sum(losses[-5:]) < sum(losses[:5]):
+            fail("a short training lowers the loss", f"loss {losses[0]:.4g} → {losses[-1]:.4g} in {steps} steps")
+    except Exception as exc:  # noqa: BLE001
+        fail("a short training lowers the loss", f"raised {type(exc).__name__}: {exc}")
+    failures += _vectorised_equals_loop(build, batch)
+    return failures
+
+
+def _vectorised_equals_loop(build, batch: TaskBatch) -> list[Failure]:
+    from metazoo.model_algorithm import ModelAlgorithmLearner
+
+    name = "the vectorised path equals the per-task loop"
+    results = []
+    for execution in ("vmap", "loop"):
+        learner = build()
+        if not isinstance(learner, ModelAlgorithmLearner):
+            return []
+        learner.config = dataclasses.replace(learner.config, execution=execution)
+        try:
+            results.append(learner.chunk_meta_gradient(batch))
+        except Exception as exc:  # noqa: BLE001
+            return [Failure(name, f"{execution} raised {type(exc).__name__}: {exc}")]
+    (grads_v, loss_v), (grads_l, loss_l) = results
+    if not torch.allclose(loss_v, loss_l, rtol=1e-4, atol=1e-6):
+        return [Failure(name, f"losses differ: vmap {loss_v.item():.6g}, loop {loss_l.item():.6g}")]
+    for i, (a, b) in enumerate(zip(grads_v, grads_l)):
+        if (a is None) != (b is None) or (a is not None and not torch.allclose(a, b, rtol=1e-4, atol=1e-6)):
+            return [Failure(name, f"meta-gradients of parameter {i} differ")]
+    return []
+
+
+def assert_suite_conforms(suite: TaskSuite, **options: Any) -> None:
+    """Raise an ``AssertionError`` listing every check ``suite`` fails."""
+    _raise(check_suite(suite, **options), f"suite {getattr(suite, 'name', type(suite).__name__)}")
+
+
+def assert_learner_conforms(factory: Callable[..., Any], suite: TaskSuite,
+                            hyperparameters: dict[str, Any] | None = None, **options: Any) -> None:
+    """Raise an ``AssertionError`` listing every check ``factory``'s learner fails on ``suite``."""
+    _raise(check_learner(factory, suite, hyperparameters, **options), f"learner {getattr(factory, '__name__', factory)}")
+
+
+def _raise(failures: list[Failure], what: str) -> None:
+    if failures:
+        raise AssertionError(f"{what} fails {len(failures)} check(s):\n" + "\n".join(f"- {f}" for f in failures))
