@@ -44,7 +44,29 @@ def read_record(path: Path, warn: Callable[[str], None] = print) -> dict[str, An
     if not isinstance(record, dict) or record.get("schema") != SCHEMA or "key" not in record:
         warn(f"skipping {path}: not a metazoo run record")
         return None
+    missing = _missing(record)
+    if missing:
+        warn(f"skipping {path}: an incomplete run record (no {missing})")
+        return None
     return record
+
+
+_REQUIRED = ("benchmark", "algorithm", "seed", "status")
+_REQUIRED_OK = {"test": ("mean", "per_task"), "train": ("steps", "time_s", "tasks_per_s")}
+
+
+def _missing(record: dict[str, Any]) -> str | None:
+    """The first field a leaderboard needs that ``record`` lacks, as ``'test.mean'``; else None."""
+    for name in _REQUIRED:
+        if name not in record:
+            return repr(name)
+    if record["status"] == "ok":
+        for section, names in _REQUIRED_OK.items():
+            table = record.get(section)
+            for name in names:
+                if not isinstance(table, dict) or name not in table:
+                    return repr(f"{section}.{name}")
+    return None
 
 
 def finished_record(path: Path, warn: Callable[[str], None] = print) -> dict[str, Any] | None:

@@ -185,3 +185,14 @@ def test_corrupt_and_foreign_files_are_skipped_with_a_warning(zoo, tmp_path):
     code, stdout, stderr = zoo("leaderboard", str(tmp_path))
     assert code == 0 and "| a " in stdout
     assert "skipping" in stderr and "junk.json" in stderr and "foreign.json" in stderr
+
+
+@pytest.mark.parametrize("broken", [{"schema": 1, "key": "x"},
+                                    {"schema": 1, "key": "x", "benchmark": "b", "algorithm": "a", "seed": 0,
+                                     "status": "ok", "test": {"per_task": [1.0, 2.0]}}])
+def test_an_incomplete_record_is_skipped_with_a_warning_not_a_traceback(zoo, tmp_path, broken):
+    write(tmp_path, record("b", "a", BEST))
+    (tmp_path / "b" / "runs" / "hand-edited.json").write_text(json.dumps(broken))
+    code, stdout, stderr = zoo("leaderboard", str(tmp_path))
+    assert code == 0 and "| a " in stdout
+    assert "hand-edited.json: an incomplete run record (no '" in stderr
