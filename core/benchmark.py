@@ -152,18 +152,21 @@ def builtin_benchmarks() -> dict[str, Path]:
     }
 
 
-def find_benchmark(name_or_path: str) -> Benchmark:
-    """Load a built-in benchmark by name, or any TOML spec by path."""
+def find_benchmark(name_or_path: str, plugins=None) -> Benchmark:
+    """Load a built-in benchmark by name, one a plugin registered (``plugins``, a
+    :class:`metazoo.registry.BenchmarkRegistry`), or any TOML spec by path."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         return load_benchmark(path)
     builtin = builtin_benchmarks()
-    if name_or_path not in builtin:
-        raise UsageError(
-            f"unknown benchmark {name_or_path!r}; built-in: {', '.join(sorted(builtin))} "
-            "(or give the path of a .toml spec)"
-        )
-    return load_benchmark(builtin[name_or_path])
+    if name_or_path in builtin:
+        return load_benchmark(builtin[name_or_path])
+    if plugins is not None and name_or_path in plugins:
+        return plugins.get(name_or_path).factory()
+    known = sorted(builtin) + (plugins.names() if plugins is not None else [])
+    raise UsageError(
+        f"unknown benchmark {name_or_path!r}; known: {', '.join(known)} (or give the path of a .toml spec)"
+    )
 
 
 def load_benchmark(path: Path) -> Benchmark:

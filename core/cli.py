@@ -142,7 +142,7 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, 
                 zoo.suites.get(suite)  # unknown suite → exit 2 with the available names
                 specs = [find_benchmark(suite) if suite in builtin_benchmarks() else Benchmark(name=suite, suite=suite)]
             else:
-                specs = [find_benchmark(name) for name in names or [DEFAULT_BENCHMARK]]
+                specs = [find_benchmark(name, zoo.benchmarks) for name in names or [DEFAULT_BENCHMARK]]
             protocol = {k: v for k, v in (("ways", ways), ("shots", shots), ("queries", queries)) if v is not None}
             budget = {"steps": steps, "time": seconds} if steps is not None or seconds is not None else {}
             specs = [spec.with_overrides(protocol, budget) for spec in specs]
@@ -228,7 +228,10 @@ def list_(zoo: Zoo, patterns: tuple[str, ...]) -> None:
     click.echo(pd.DataFrame(
         [{"name": e.name, "plugin": e.source, "summary": e.info.get("summary", "")} for e in suites],
         columns=["name", "plugin", "summary"]).to_markdown(index=False))
+    from_plugins = [f"{e.name} ({e.source})" for e in zoo.benchmarks if any(_match(e.name, p) for p in patterns)]
     click.echo("\nBenchmarks: " + ", ".join(sorted(builtin_benchmarks())))
+    if from_plugins:
+        click.echo("Benchmarks from plugins: " + ", ".join(from_plugins))
 
 
 def _match(name: str, pattern: str) -> bool:
@@ -248,14 +251,18 @@ def plugins(zoo: Zoo) -> None:
 
 @cli.command()
 @click.argument("results", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True)
+@click.option("--format", "fmt", default="md", show_default=True,
+              help=f"{', '.join(FORMATS)}, or a format a plugin adds (see `zoo plugins`).")
 @click.option("--benchmark", "benchmarks", multiple=True, help="Only these benchmarks (repeatable).")
 @click.option("--plots", is_flag=True, help="Also write PNG plots into each benchmark folder.")
 @click.option("--write", is_flag=True,
               help="Write leaderboard.md, leaderboard.csv and plots into every benchmark folder under "
                    "RESULTS, and regenerate RESULTS/README.md, the index of them.")
-def leaderboard(results: str, fmt: str, benchmarks: tuple[str, ...], plots: bool, write: bool) -> None:
+@click.pass_obj
+def leaderboard(zoo: Zoo, results: str, fmt: str, benchmarks: tuple[str, ...], plots: bool, write: bool) -> None:
     """Render the leaderboard of the run records under RESULTS (a pure function of them)."""
+    if fmt not in FORMATS and fmt not in zoo.formats:
+        raise UsageError(f"unknown format {fmt!r}; available: {', '.join([*FORMATS, *zoo.formats.names()])}")
     if write and benchmarks:
         raise UsageError("--write regenerates every leaderboard under RESULTS and its index; "
                          "leave out --benchmark")
@@ -267,7 +274,8 @@ def leaderboard(results: str, fmt: str, benchmarks: tuple[str, ...], plots: bool
         raise ZooError(f"no run records found under {results}")
     if plots or write:
         _publish(root, records, results, write)
-    click.echo(render(summarize(records), fmt))
+    summary = summarize(records)
+    click.echo(render(summary, fmt) if fmt in FORMATS else zoo.formats.get(fmt).factory(summary))
 
 
 def _publish(root: Path, records: list[dict], shown_root: str, write: bool) -> None:

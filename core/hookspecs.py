@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from metazoo.registry import AlgorithmRegistry, SuiteRegistry
+    from metazoo.registry import AlgorithmRegistry, BenchmarkRegistry, FormatRegistry, SuiteRegistry
 
 hookspec = pluggy.HookspecMarker("metazoo")
 
@@ -59,6 +59,38 @@ def zoo_register_suites(registry: SuiteRegistry) -> None:
         part of the protocol, and its ``prepare()`` should find and verify the data, so that
         missing or corrupt data stops ``zoo bench`` before any run. ``info`` keys ``paper``
         and ``summary`` are shown by ``zoo list``.
+
+    Return value is ignored.
+    """
+
+
+@hookspec
+def zoo_register_benchmarks(registry: BenchmarkRegistry) -> None:
+    """Register benchmark specs shipped by a plugin package.
+
+    Called once per plugin manager, for every plugin, when a benchmark is first looked up by
+    name. Call ``registry.add(name, path, **info)`` for each spec:
+
+    :param registry: the benchmark registry. ``path`` is a TOML spec file (package data, e.g.
+        from :func:`importlib.resources.files`), checked when it is run; ``zoo list`` shows the
+        name and ``zoo bench --benchmark NAME`` runs it. A name taken by a built-in benchmark or
+        another plugin is an error.
+
+    Return value is ignored.
+    """
+
+
+@hookspec
+def zoo_register_formats(registry: FormatRegistry) -> None:
+    """Register leaderboard output formats.
+
+    Called once per plugin manager, for every plugin, when ``zoo leaderboard`` starts. Call
+    ``registry.add(name, render, **info)`` for each format:
+
+    :param registry: the format registry. ``render(summary) -> str`` receives the leaderboard as
+        a pandas DataFrame, one row per table and configuration (the columns of
+        ``zoo leaderboard --format csv``), and returns the text that ``zoo leaderboard --format
+        NAME`` prints. The built-in names md, csv, latex and html cannot be taken.
 
     Return value is ignored.
     """

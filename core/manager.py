@@ -11,7 +11,13 @@ from functools import cached_property
 import pluggy
 from metazoo import hookspecs
 from metazoo.errors import PluginError, UsageError
-from metazoo.registry import AlgorithmRegistry, Registry, SuiteRegistry
+from metazoo.registry import (
+    AlgorithmRegistry,
+    BenchmarkRegistry,
+    FormatRegistry,
+    Registry,
+    SuiteRegistry,
+)
 
 #: Built-in plugins, registered in this order under these names (``-p no:NAME`` blocks one).
 BUILTIN_PLUGINS: tuple[str, ...] = (
@@ -91,6 +97,16 @@ class Zoo:
     @cached_property
     def suites(self) -> SuiteRegistry:
         return self._fill(SuiteRegistry(), "zoo_register_suites")
+
+    @cached_property
+    def benchmarks(self) -> BenchmarkRegistry:
+        """Benchmark specs shipped by plugins (the built-in ones are package data)."""
+        return self._fill(BenchmarkRegistry(), "zoo_register_benchmarks")
+
+    @cached_property
+    def formats(self) -> FormatRegistry:
+        """Leaderboard formats added by plugins (beside md, csv, latex and html)."""
+        return self._fill(FormatRegistry(), "zoo_register_formats")
 
     def _fill(self, registry: Registry, hook_name: str) -> Registry:
         caller = getattr(self.pm.hook, hook_name)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from metazoo.errors import PluginError, UsageError
@@ -96,6 +98,40 @@ class AlgorithmRegistry(Registry):
                 f"expected one of {', '.join(FAMILIES)}"
             )
         self._add(name, factory, family, info)
+
+
+class BenchmarkRegistry(Registry):
+    kind = "benchmark"
+
+    def add(self, name: str, spec: str | os.PathLike, **info: Any) -> None:
+        """Register the TOML benchmark spec at path ``spec`` as ``name`` (``--benchmark NAME``)."""
+        from metazoo.benchmark import builtin_benchmarks
+
+        if name in builtin_benchmarks():
+            raise PluginError(f"plugin {self.source}: benchmark name {name!r} is taken by a built-in benchmark")
+        path = Path(spec)
+        if not path.is_file():
+            raise PluginError(f"plugin {self.source}: benchmark {name!r}: spec {path} is not a file")
+        self._add(name, lambda: _load_benchmark(path), None, {**info, "path": str(path)})
+
+
+class FormatRegistry(Registry):
+    kind = "leaderboard format"
+
+    def add(self, name: str, render: Callable[..., str], **info: Any) -> None:
+        """Register ``render(summary) -> str`` as ``zoo leaderboard --format NAME``; ``summary`` is
+        the frame of :func:`metazoo.leaderboard.summarize` (one row per table and configuration)."""
+        from metazoo.render import FORMATS
+
+        if name in FORMATS:
+            raise PluginError(f"plugin {self.source}: leaderboard format {name!r} is built in; pick another name")
+        self._add(name, render, None, info)
+
+
+def _load_benchmark(path: Path):
+    from metazoo.benchmark import load_benchmark
+
+    return load_benchmark(path)
 
 
 class SuiteRegistry(Registry):

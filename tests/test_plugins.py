@@ -142,3 +142,36 @@ def test_a_direct_subclass_calling_bare_super_init_is_listed_and_benchmarked(tmp
                           log=lambda message: None)
     assert record["status"] == "ok", record.get("error")
     assert record["train"]["steps"] == 3 and record["test"]["n"] == 600
+
+
+def test_plugins_ship_benchmarks_and_leaderboard_formats(zoo, tmp_path, monkeypatch):
+    spec = tmp_path / "tiny-lines.toml"
+    spec.write_text('suite = "sinusoid"\n[evaluation]\ntest_tasks = 10\nval_tasks = 5\n[training]\nsteps = 2\n')
+
+    @metazoo.hookimpl
+    def zoo_register_benchmarks(registry):  # takes the spec's only argument, by name
+        registry.add("tiny-lines", spec)
+
+    @metazoo.hookimpl
+    def zoo_register_formats():  # takes none of the spec's arguments: still called
+        calls.append("formats")
+
+    @metazoo.hookimpl(specname="zoo_register_formats")
+    def add_json(registry):
+        registry.add("json", lambda summary: summary[["label", "mean"]].to_json(orient="records"))
+
+    calls: list[str] = []
+    pm = get_plugin_manager(autoload=False)
+    pm.register(types.SimpleNamespace(zoo_register_benchmarks=zoo_register_benchmarks,
+                                      zoo_register_formats=zoo_register_formats), name="shipper")
+    pm.register(types.SimpleNamespace(add_json=add_json), name="jsonfmt")
+    monkeypatch.setattr("metazoo.cli.get_plugin_manager", lambda blocked=(): pm)
+    code, stdout, _ = zoo("list")
+    assert code == 0 and "Benchmarks from plugins: tiny-lines (plugin shipper" in stdout
+    code, _, stderr = zoo("bench", "--benchmark", "tiny-lines", "--algos", "fomaml", "--out", str(tmp_path / "out"), "-q")
+    assert code == 0, stderr
+    code, stdout, stderr = zoo("leaderboard", str(tmp_path / "out"), "--format", "json")
+    assert code == 0 and stdout.startswith('[{"label":"fomaml","mean":'), stderr
+    assert calls == ["formats"]
+    code, _, stderr = zoo("leaderboard", str(tmp_path / "out"), "--format", "yaml")
+    assert code == 2 and "unknown format 'yaml'; available: md, csv, latex, html, json" in stderr
