@@ -356,6 +356,21 @@ def check(zoo: Zoo, names: tuple[str, ...], data_dir: str | None) -> None:
         raise ZooError(f"{failed} of {checked} failed the conformance kit")
 
 
+@cli.command(name="new-plugin")
+@click.argument("name")
+@click.option("--algorithm", "kind", flag_value="algorithm", default=True, help="A model-algorithm learner (default).")
+@click.option("--suite", "kind", flag_value="suite", help="A task suite.")
+@click.option("--dir", "where", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Where to create the folder metazoo-NAME.")
+def new_plugin(name: str, kind: str, where: str) -> None:
+    """Write a ready plugin package: pyproject with the entry point, the module, a test that runs
+    the conformance kit, and a README."""
+    from metazoo.scaffold import new_plugin as write
+
+    folder = write(name, kind, Path(where))
+    click.echo(f"wrote {folder}: pip install -e {folder}, then zoo check {name}")
+
+
 @cli.command()
 @click.argument("dataset", type=click.Choice(["omniglot"]))
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where to put it (else $METAZOO_DATA).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import types
 
 import metazoo
@@ -175,3 +176,28 @@ def test_plugins_ship_benchmarks_and_leaderboard_formats(zoo, tmp_path, monkeypa
     assert calls == ["formats"]
     code, _, stderr = zoo("leaderboard", str(tmp_path / "out"), "--format", "yaml")
     assert code == 2 and "unknown format 'yaml'; available: md, csv, latex, html, json" in stderr
+
+
+@pytest.mark.parametrize("kind", ["algorithm", "suite"])
+def test_new_plugin_writes_a_package_that_installs_tests_lists_and_benches(zoo, zoo_process, tmp_path, kind):
+    import subprocess
+    import sys
+
+    code, stdout, stderr = zoo("new-plugin", "wobble", f"--{kind}", "--dir", str(tmp_path))
+    assert code == 0, stderr
+    package = tmp_path / "metazoo-wobble"
+    assert sorted(p.name for p in package.iterdir()) == ["README.md", "metazoo_wobble.py", "pyproject.toml",
+                                                          "test_metazoo_wobble.py"]
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(package)], check=True, capture_output=True)
+    tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package)],
+                            capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)})
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    listed = zoo_process("list", "wobble", sites=(site,))
+    assert "wobble" in listed.stdout and "metazoo-wobble 0.1.0" in listed.stdout, listed.stderr
+    bench = (["--algos", "wobble,maml", "--suite", "sinusoid"] if kind == "algorithm"
+             else ["--suite", "wobble", "--algos", "maml"])
+    ran = zoo_process("bench", *bench, "--steps", "5", "--out", str(tmp_path / "out"), "-q", sites=(site,))
+    assert ran.returncode == 0 and "wobble" in ran.stdout + str(list((tmp_path / "out").iterdir())), ran.stderr
+    assert zoo("new-plugin", "wobble", "--dir", str(tmp_path))[0] == 2  # the folder exists: refused
