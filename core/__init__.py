@@ -8,7 +8,10 @@ Public API for users and plugin authors::
     def zoo_register_algorithms(registry):
         registry.add("myalgo", MyAlgo, family="model-algorithm", paper="Me et al. 2026")
 
-See :mod:`metazoo.hookspecs` for every hook and :mod:`metazoo.testing` for the conformance kit.
+See :mod:`metazoo.hookspecs` for every hook, :mod:`metazoo.testing` for the conformance kit and
+``plugins/README.md`` for the author's guide. Everything a plugin needs is exported here: the
+learner bases and their configs, tasks and suites, the backbones (``MLP``, ``Conv4``), config
+helpers (``build_config``, ``positive``), the losses and metrics, and the errors.
 """
 
 import pluggy
@@ -17,24 +20,44 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("metazoo")
 
-from metazoo.errors import ZooError  # noqa: E402
-from metazoo.learner import MetaLearner  # noqa: E402
+from metazoo.config import LearnerConfig, PooledConfig, build_config, positive  # noqa: E402
+from metazoo.engine import map_tasks  # noqa: E402
+from metazoo.errors import PluginError, UsageError, ZooError  # noqa: E402
+from metazoo.learner import MetaLearner, PooledMetaLearner  # noqa: E402
 from metazoo.manager import Zoo, get_plugin_manager  # noqa: E402
-from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner  # noqa: E402
-from metazoo.model_data import ModelDataConfig, ModelDataLearner  # noqa: E402
-from metazoo.tasks import TaskBatch, TaskSuite  # noqa: E402
+from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner, check_head  # noqa: E402
+from metazoo.model_data import ModelDataConfig, ModelDataLearner, embedding, one_hot  # noqa: E402
+from metazoo.models import MLP, Conv4  # noqa: E402
+from metazoo.tasks import SPLITS, TaskBatch, TaskSuite, check_split, task_loss, task_metrics  # noqa: E402
 
 __all__ = [
+    "MLP",
+    "SPLITS",
+    "Conv4",
     "InnerLoopConfig",
+    "LearnerConfig",
     "MetaLearner",
     "ModelAlgorithmLearner",
     "ModelDataConfig",
     "ModelDataLearner",
+    "PluginError",
+    "PooledConfig",
+    "PooledMetaLearner",
     "TaskBatch",
     "TaskSuite",
+    "UsageError",
     "Zoo",
     "ZooError",
     "__version__",
+    "build_config",
+    "check_head",
+    "check_split",
+    "embedding",
     "get_plugin_manager",
     "hookimpl",
+    "map_tasks",
+    "one_hot",
+    "positive",
+    "task_loss",
+    "task_metrics",
 ]

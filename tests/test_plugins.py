@@ -201,3 +201,18 @@ def test_new_plugin_writes_a_package_that_installs_tests_lists_and_benches(zoo, 
     ran = zoo_process("bench", *bench, "--steps", "5", "--out", str(tmp_path / "out"), "-q", sites=(site,))
     assert ran.returncode == 0 and "wobble" in ran.stdout + str(list((tmp_path / "out").iterdir())), ran.stderr
     assert zoo("new-plugin", "wobble", "--dir", str(tmp_path))[0] == 2  # the folder exists: refused
+
+
+def test_what_the_built_in_plugins_import_is_public():
+    import ast
+    from pathlib import Path
+
+    private = {"metazoo.data"}  # the Omniglot loader, the suite's own helper
+    import metazoo.plugins
+
+    for path in sorted(Path(metazoo.plugins.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("metazoo.") \
+                    and node.module not in private:
+                for alias in node.names:
+                    assert alias.name in metazoo.__all__, f"{path.name} imports {node.module}.{alias.name}"
