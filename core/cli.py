@@ -95,6 +95,10 @@ def _check_writable(out: Path) -> None:
 @click.option("--checkpoint-every", type=float, default=300.0, show_default=True, metavar="SECONDS",
               help="Save each run's state beside its record this often; a killed run started again by "
                    "the same command resumes from it (not with --executor ray).")
+@click.option("--log", "log_names", default="", metavar="NAME[,...]",
+              help="Loggers for every run: csv (the validation curve), tensorboard "
+                   "(pip install 'metazoo[tensorboard]'), or one a plugin adds; files go to "
+                   "OUT/BENCHMARK/logs/RUN/.")
 @click.option("--dry-run", is_flag=True,
               help="Check the configuration and list the runs, each done (has a record) or to run; run nothing.")
 @click.option("--progress-every", type=float, default=60.0, show_default=True, metavar="SECONDS",
@@ -103,7 +107,7 @@ def _check_writable(out: Path) -> None:
 @click.pass_obj
 def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, steps, seconds,
           device, data_dir, out, force, threads, workers, executor, address, retries, from_records,
-          compile_step, checkpoint_every, dry_run, progress_every, quiet) -> None:
+          compile_step, checkpoint_every, log_names, dry_run, progress_every, quiet) -> None:
     """Meta-train algorithms side by side on benchmarks × seeds and print their leaderboards.
 
     With no options: every algorithm on the quick sinusoid benchmark. Finished runs are kept
@@ -148,6 +152,8 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, 
             specs = [spec.with_overrides(protocol, budget) for spec in specs]
             patterns = [a.strip() for a in algos.split(",") if a.strip()]
             runs = plan(zoo, specs, patterns, list(range(seeds)), data_dir, _warn, compile_step)
+        loggers = tuple(n.strip() for n in log_names.split(",") if n.strip())
+        _check_loggers(zoo, loggers)
     except UsageError:
         raise
     except ZooError as exc:
@@ -164,7 +170,7 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, 
 
     progress = "off" if quiet else "auto"
     context = WorkerContext.of(zoo, device, data_dir, threads, progress, progress_every, str(out_dir),
-                               checkpoint_every)
+                               checkpoint_every, loggers)
     if executor == "ray":
         runner: Executor = RayExecutor(dataclasses.replace(context, progress="off"), address, retries)
         runner.slots = workers or runner.slots
@@ -201,6 +207,16 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, 
         raise ZooError(f"{len(failed)} of {len(records)} run(s) failed: "
                        + "; ".join(f"{r['algorithm']} seed {r['seed']} ({r['error']})" for r in failed[:3])
                        + ("; …" if len(failed) > 3 else ""))
+
+
+def _check_loggers(zoo: Zoo, loggers: tuple[str, ...]) -> None:
+    """Every ``--log`` name is a plugin implementing run callbacks, and can work here."""
+    callbacks = {"zoo_run_start", "zoo_run_validation", "zoo_run_end"}
+    available = sorted(p.name.removesuffix("_logger") for p in zoo.plugins() if callbacks & set(p.hooks))
+    unknown = [name for name in loggers if name not in available]
+    if unknown:
+        raise UsageError(f"unknown logger {', '.join(map(repr, unknown))}; available: {', '.join(available)}")
+    zoo.pm.hook.zoo_configure_loggers(loggers=loggers)
 
 
 def _warn(message: str) -> None:

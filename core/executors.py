@@ -50,22 +50,25 @@ class WorkerContext:
     threads: int | None = None  # torch threads per worker (None: torch's default; Ray's is 1)
     progress: Mode = "off"  # "auto": a bar on a terminal, else a line a minute; "off"
     progress_every_s: float = 60.0
-    out: str | None = None  # the results directory, where runs keep checkpoints (None: no checkpoints)
+    out: str | None = None  # the results directory, where runs keep checkpoints and logs (None: neither)
     checkpoint_every_s: float = 300.0
+    loggers: tuple[str, ...] = ()  # zoo bench --log
 
     @classmethod
     def of(cls, zoo: Zoo, device: str, data_dir: str | None = None, threads: int | None = None,
            progress: Mode = "off", progress_every_s: float = 60.0, out: str | None = None,
-           checkpoint_every_s: float = 300.0) -> WorkerContext:
+           checkpoint_every_s: float = 300.0, loggers: tuple[str, ...] = ()) -> WorkerContext:
         blocked = tuple(name for name, plugin in zoo.pm.list_name_plugin() if plugin is None)
         return cls(blocked, not os.environ.get(AUTOLOAD_ENV), device, data_dir, threads, progress,
-                   progress_every_s, out, checkpoint_every_s)
+                   progress_every_s, out, checkpoint_every_s, tuple(loggers))
 
     def execute(self, run: Run, zoo: Zoo, progress: Mode) -> dict[str, Any]:
         """:func:`metazoo.run.execute` of ``run`` with this context's settings."""
-        saved = checkpoint_path(run.path(Path(self.out))) if self.out is not None else None
+        record = run.path(Path(self.out)) if self.out is not None else None
+        saved = checkpoint_path(record) if record is not None else None
+        log_dir = record.parent.parent / "logs" / record.stem if record is not None and self.loggers else None
         return execute(run, zoo, resolve_device(self.device), progress, self.data_dir, self.progress_every_s,
-                       saved, self.checkpoint_every_s)
+                       saved, self.checkpoint_every_s, self.loggers, log_dir)
 
 
 @dataclass(frozen=True)

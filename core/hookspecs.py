@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from metazoo.registry import AlgorithmRegistry, BenchmarkRegistry, FormatRegistry, SuiteRegistry
+    from metazoo.run import Run
 
 hookspec = pluggy.HookspecMarker("metazoo")
 
@@ -94,3 +97,38 @@ def zoo_register_formats(registry: FormatRegistry) -> None:
 
     Return value is ignored.
     """
+
+
+# -- Run callbacks (loggers) ------------------------------------------------------------------------
+
+
+@hookspec
+def zoo_configure_loggers(loggers: tuple[str, ...]) -> None:
+    """Called once by ``zoo bench`` before any run, with the names given to ``--log``. A logger
+    plugin that is named but cannot work here (a missing package) raises a
+    :class:`metazoo.ZooError` saying how to fix it; the bench then stops with exit status 2."""
+
+
+@hookspec
+def zoo_run_start(run: Run, record: dict, loggers: tuple[str, ...], log_dir: Path | None) -> None:
+    """Called in the process executing a run, before its first meta-training step.
+
+    :param run: the run (``run.benchmark``, ``run.algorithm``, ``run.seed``, ``run.key``).
+    :param record: the run's record so far (identity, protocol, hyperparameters, environment).
+    :param loggers: the names given to ``zoo bench --log`` (a logger acts only when named).
+    :param log_dir: the run's own folder for logs, ``<out>/<benchmark>/logs/<record name>/``
+        (None when the run writes no logs, e.g. on a Ray worker).
+    """
+
+
+@hookspec
+def zoo_run_validation(run: Run, step: int, value: float, time_s: float, loss: float,
+                       loggers: tuple[str, ...], log_dir: Path | None) -> None:
+    """Called after each validation: ``value`` is the mean validation metric at meta-training
+    step ``step``, ``time_s`` seconds of meta-training in, ``loss`` the last training loss."""
+
+
+@hookspec
+def zoo_run_end(run: Run, record: dict, loggers: tuple[str, ...], log_dir: Path | None) -> None:
+    """Called when a run ends, with its complete record (``record["status"]`` is ``"ok"`` or
+    ``"failed"``), before the record is handed back to be written."""

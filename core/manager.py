@@ -31,6 +31,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "sinusoid",
     "hyperplanes",
     "omniglot",
+    "csv_logger",
+    "tensorboard_logger",
 )
 ENTRY_POINT_GROUP = "metazoo"
 AUTOLOAD_ENV = "METAZOO_DISABLE_PLUGIN_AUTOLOAD"

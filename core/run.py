@@ -143,15 +143,19 @@ def resolved_hyperparameters(learner: MetaLearner, run: Run) -> dict[str, Any]:
 
 def execute(run: Run, zoo: Zoo, device: torch.device, progress: Mode = "off",
             data_dir: str | None = None, progress_every_s: float = 60.0,
-            checkpoint: Path | None = None, checkpoint_every_s: float = 300.0) -> dict[str, Any]:
+            checkpoint: Path | None = None, checkpoint_every_s: float = 300.0,
+            loggers: tuple[str, ...] = (), log_dir: Path | None = None) -> dict[str, Any]:
     """Meta-train, validate, test and return the run's record. A failure (an exception, or a
     NaN loss) is recorded with its error instead of raised. With ``checkpoint`` (a file), the
     run saves its state there every ``checkpoint_every_s`` seconds and resumes from it if it
-    holds this run's state (see :mod:`metazoo.checkpoint`)."""
+    holds this run's state (see :mod:`metazoo.checkpoint`). The run callbacks of the plugins
+    (``zoo_run_start``, ``zoo_run_validation``, ``zoo_run_end``) get ``loggers`` and ``log_dir``."""
     started = time.time()
     record = base_record(run, device)
     record["allocator"] = tune_malloc() if device.type == "cpu" else "torch CUDA caching allocator"
     memory = PeakMemory(device)
+    hooks, where = zoo.pm.hook, {"loggers": tuple(loggers), "log_dir": log_dir}
+    started_hooks = False
     try:
         suite = make_suite(zoo, run.benchmark, data_dir)
         train_suite = make_suite(zoo, run.benchmark.training_benchmark(run.algorithm.name), data_dir) \
@@ -160,11 +164,16 @@ def execute(run: Run, zoo: Zoo, device: torch.device, progress: Mode = "off",
                       training_protocol=train_suite.protocol())
         learner = make_learner(run, suite).to(device)
         record["hyperparameters"] = resolved_hyperparameters(learner, run)
+        started_hooks = True
+        hooks.zoo_run_start(run=run, record=record, **where)
         progress_bar = Progress(run.label, run.benchmark.training.steps, run.benchmark.training.time,
                                 progress, progress_every_s)
         try:
             saver = Saver(checkpoint, run.key, learner, checkpoint_every_s) if checkpoint else None
-            record.update(_train_and_test(run, suite, learner, device, progress_bar, saver, train_suite))
+            def validated(step: int, value: float, time_s: float, loss: float) -> None:
+                hooks.zoo_run_validation(run=run, step=step, value=value, time_s=time_s, loss=loss, **where)
+
+            record.update(_train_and_test(run, suite, learner, device, progress_bar, saver, train_suite, validated))
         finally:
             progress_bar.close()
         record["status"] = "ok"
@@ -174,6 +183,11 @@ def execute(run: Run, zoo: Zoo, device: torch.device, progress: Mode = "off",
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     record["wall_time_s"] = time.time() - started
     record["peak_memory_mb"], record["peak_memory"] = memory.read(), memory.method
+    if started_hooks:
+        try:
+            hooks.zoo_run_end(run=run, record=record, **where)
+        except Exception as exc:  # a logger that fails at the end fails the run, with its error
+            record.update(status="failed", error=f"run_end callback: {type(exc).__name__}: {exc}")
     return record
 
 
@@ -195,11 +209,11 @@ class Saver:
 
 def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: torch.device,
                     progress: Progress, saver: Saver | None = None,
-                    train_suite: TaskSuite | None = None) -> dict[str, Any]:
+                    train_suite: TaskSuite | None = None, validated=None) -> dict[str, Any]:
     evaluation, budget = run.benchmark.evaluation, run.benchmark.training
     meta_batch = learner.config.meta_batch
     val_tasks = list(TaskList(suite, "val", evaluation.val_tasks, evaluation.eval_seed, evaluation.batch_tasks))
-    validation = Validation(learner, suite, val_tasks, device, progress)
+    validation = Validation(learner, suite, val_tasks, device, progress, validated)
 
     train_time, budget_time, compile_time, last_validation, step, loss = 0.0, 0.0, 0.0, 0.0, 0, math.nan
     resumed: list[int] = []
@@ -215,7 +229,7 @@ def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: to
         tick, budget_tick = time.perf_counter(), budget_clock()
         batch = train_batch(train_suite or suite, run.seed, step, meta_batch).to(device)
         stats = learner.meta_train_step(batch)
-        loss = stats["loss"]
+        loss = validation.loss = stats["loss"]
         if "compile_s" in stats:  # the step that compiled: counted apart, not in the budget
             compile_time += time.perf_counter() - tick
         else:
@@ -265,8 +279,10 @@ class Validation:
     is worse than any number, so a diverged validation is never the state that gets tested."""
 
     def __init__(self, learner: MetaLearner, suite: TaskSuite, tasks, device: torch.device,
-                 progress: Progress) -> None:
+                 progress: Progress, validated=None) -> None:
         self.learner, self.suite, self.tasks, self.device, self.progress = learner, suite, tasks, device, progress
+        self.validated = validated  # validated(step, value, time_s, loss): the run callbacks
+        self.loss = math.nan
         self.history: list[dict[str, float]] = []
         self.best_value, self.best_step, self.best_state = math.nan, None, None
 
@@ -274,6 +290,8 @@ class Validation:
         value = evaluate(self.learner, self.suite, self.tasks, self.device).mean().item()
         self.history.append({"step": step, "time_s": train_time, "value": value})
         self.progress.validated(value)
+        if self.validated is not None:
+            self.validated(step, value, train_time, self.loss)
         if self.best_state is None or self._better(value, self.best_value):
             self.best_value, self.best_step = value, step
             self.best_state = {k: v.detach().clone() for k, v in self.learner.state_dict().items()}

@@ -27,7 +27,7 @@ def test_the_guides_examples_register_and_conform(one_thread):
 
     blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.DOTALL)
     module = types.ModuleType("guide_plugin")
-    for block in blocks[:2]:  # the algorithm and the suite
+    for block in blocks[:2]:  # the algorithm and the suite (the others are fragments)
         exec(compile(block, str(GUIDE), "exec"), module.__dict__)
     pm = metazoo.get_plugin_manager(autoload=False)
     pm.register(module, name="guide")
