@@ -52,14 +52,14 @@ def plan(
         suite.prepare()
         fits = [e for e in entries if suite.kind == "classification" or e.family != "model-data"]
         for entry in fits:
-            learner = make_learner(Run(spec, entry, 0), suite)
+            learner = make_learner(Run(spec, entry, 0), suite, zoo.backbones)
             if spec.training_protocols.get(entry.name):
                 _check_training_protocol(zoo, spec, entry, suite, data_dir)
             own = spec
             if compile is not None and hasattr(getattr(learner, "config", None), "compile"):
                 tables = {**spec.algorithms, entry.name: {**spec.algorithms.get(entry.name, {}), "compile": compile}}
                 own = dataclasses.replace(spec, algorithms=tables)
-                learner = make_learner(Run(own, entry, 0), suite)
+                learner = make_learner(Run(own, entry, 0), suite, zoo.backbones)
             resolved = resolved_hyperparameters(learner, Run(own, entry, 0))
             placed.add(entry.name)
             runs.extend(Run(own, entry, seed, resolved) for seed in seeds)
@@ -99,7 +99,7 @@ def run_from_record(
     run = Run(spec, zoo.algorithms.get(record["algorithm"]), record["seed"])
     suite = make_suite(zoo, spec, data_dir)
     suite.prepare()
-    learner = make_learner(run, suite)
+    learner = make_learner(run, suite, zoo.backbones)
     if run.key != record["key"]:
         warn(f"{path}: the run now has key {run.key}, the record {record['key']} ({run.algorithm.name} is "
              f"{run.algorithm.source} version {run.algorithm.version}, the record's is "

@@ -77,6 +77,7 @@ class Benchmark:
     # Per algorithm, protocol settings that differ in meta-training (its paper's training
     # protocol: ProtoNet trains 60-way, MAML with one query per class); tests use `protocol`.
     training_protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
+    backbone: str | None = None  # a registered backbone for every algorithm (default: the suite's own)
     published: dict[str, Published] = field(default_factory=dict)
     source: str = "<built-in defaults>"
     overridden: str = ""  # the command-line options that changed the protocol, for messages
@@ -120,6 +121,7 @@ class Benchmark:
             "training": dataclasses.asdict(self.training),
             "algorithms": {k: dict(v) for k, v in self.algorithms.items()},
             "training_protocol": {k: dict(v) for k, v in self.training_protocols.items()},
+            "backbone": self.backbone,
             "published": {k: dataclasses.asdict(v) for k, v in self.published.items()},
         }
 
@@ -139,7 +141,7 @@ class Benchmark:
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _TOP_LEVEL = {"name", "suite", "description", "protocol", "evaluation", "training", "algorithms",
-              "training_protocol", "published"}
+              "training_protocol", "backbone", "published"}
 
 
 def builtin_benchmarks() -> dict[str, Path]:
@@ -209,6 +211,7 @@ def benchmark_from_dict(data: dict[str, Any], where: str, default_name: str | No
         training=build_config(Training, data.get("training", {}), f"{where} [training]"),
         algorithms={k: dict(v) for k, v in data.get("algorithms", {}).items()},
         training_protocols={k: dict(v) for k, v in data.get("training_protocol", {}).items()},
+        backbone=_string(data, "backbone", where, "") if data.get("backbone") is not None else None,
         published={
             algo: build_config(Published, table, f"{where} [published.{algo}]")
             for algo, table in data.get("published", {}).items()

@@ -66,6 +66,7 @@ def _check_writable(out: Path) -> None:
 @click.option("--ways", type=int, help="Classes per task (classification suites).")
 @click.option("--shots", type=int, help="Support examples per class (or per task, for regression).")
 @click.option("--queries", type=int, help="Query examples per class (or per task).")
+@click.option("--backbone", help="A registered backbone for every algorithm (see `zoo list`).")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Training seeds 0..N-1 per algorithm.")
 @click.option("--steps", type=int, help="Meta-training steps (overrides the spec).")
 @click.option("--time", "seconds", type=float, help="Meta-training seconds per run (overrides the spec).")
@@ -105,7 +106,7 @@ def _check_writable(out: Path) -> None:
               help="When stderr is not a terminal: one progress line per run every SECONDS.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the leaderboard (and warnings): no progress.")
 @click.pass_obj
-def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, steps, seconds,
+def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, backbone, seeds, steps, seconds,
           device, data_dir, out, force, threads, workers, executor, address, retries, from_records,
           compile_step, checkpoint_every, log_names, dry_run, progress_every, quiet) -> None:
     """Meta-train algorithms side by side on benchmarks × seeds and print their leaderboards.
@@ -135,7 +136,8 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, 
         if from_records:
             given = [option for option, value in (
                 ("--algos", algos != "*"), ("--benchmark", names), ("--suite", suite), ("--ways", ways),
-                ("--shots", shots), ("--queries", queries), ("--seeds", seeds != 1), ("--steps", steps),
+                ("--shots", shots), ("--queries", queries), ("--backbone", backbone), ("--seeds", seeds != 1),
+                ("--steps", steps),
                 ("--time", seconds)) if value]
             if given:
                 raise UsageError(f"--from-record takes the benchmark, algorithm, seed and budget from the "
@@ -150,6 +152,11 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, seeds, 
             protocol = {k: v for k, v in (("ways", ways), ("shots", shots), ("queries", queries)) if v is not None}
             budget = {"steps": steps, "time": seconds} if steps is not None or seconds is not None else {}
             specs = [spec.with_overrides(protocol, budget) for spec in specs]
+            if backbone:
+                zoo.backbones.get(backbone)  # unknown → exit 2 with the available names
+                specs = [dataclasses.replace(spec, backbone=backbone, algorithms={
+                    name: {k: v for k, v in table.items() if k != "backbone"} for name, table in spec.algorithms.items()})
+                    for spec in specs]
             patterns = [a.strip() for a in algos.split(",") if a.strip()]
             runs = plan(zoo, specs, patterns, list(range(seeds)), data_dir, _warn, compile_step)
         loggers = tuple(n.strip() for n in log_names.split(",") if n.strip())
@@ -240,6 +247,11 @@ def list_(zoo: Zoo, patterns: tuple[str, ...]) -> None:
     click.echo(pd.DataFrame(
         [{"name": e.name, "family": e.family, "plugin": e.source, "paper": e.info.get("paper", "")}
          for e in algorithms], columns=["name", "family", "plugin", "paper"]).to_markdown(index=False))
+    click.echo("\nBackbones\n")
+    backbones = [e for e in zoo.backbones if any(_match(e.name, p) for p in patterns)]
+    click.echo(pd.DataFrame(
+        [{"name": e.name, "plugin": e.source, "summary": e.info.get("summary", "")} for e in backbones],
+        columns=["name", "plugin", "summary"]).to_markdown(index=False))
     click.echo("\nSuites\n")
     click.echo(pd.DataFrame(
         [{"name": e.name, "plugin": e.source, "summary": e.info.get("summary", "")} for e in suites],

@@ -21,7 +21,13 @@ import pluggy
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from metazoo.registry import AlgorithmRegistry, BenchmarkRegistry, FormatRegistry, SuiteRegistry
+    from metazoo.registry import (
+        AlgorithmRegistry,
+        BackboneRegistry,
+        BenchmarkRegistry,
+        FormatRegistry,
+        SuiteRegistry,
+    )
     from metazoo.run import Run
 
 hookspec = pluggy.HookspecMarker("metazoo")
@@ -62,6 +68,23 @@ def zoo_register_suites(registry: SuiteRegistry) -> None:
         part of the protocol, and its ``prepare()`` should find and verify the data, so that
         missing or corrupt data stops ``zoo bench`` before any run. ``info`` keys ``paper``
         and ``summary`` are shown by ``zoo list``.
+
+    Return value is ignored.
+    """
+
+
+@hookspec
+def zoo_register_backbones(registry: BackboneRegistry) -> None:
+    """Register named backbones that any algorithm can train.
+
+    Called once per plugin manager, for every plugin, when a backbone is first looked up. Call
+    ``registry.add(name, factory, **info)`` for each:
+
+    :param registry: the backbone registry. ``factory(suite)`` returns a freshly initialised
+        ``torch.nn.Module`` (from torch's global RNG) mapping one task's inputs to ``n_way``
+        logits (classification) or to the target's shape (regression); model-data learners use
+        its ``body``. A spec selects it with ``backbone = "NAME"`` (top level: every algorithm;
+        or in ``[algorithms.X]``), the command line with ``zoo bench --backbone NAME``.
 
     Return value is ignored.
     """

@@ -13,6 +13,7 @@ from metazoo import hookspecs
 from metazoo.errors import PluginError, UsageError
 from metazoo.registry import (
     AlgorithmRegistry,
+    BackboneRegistry,
     BenchmarkRegistry,
     FormatRegistry,
     Registry,
@@ -31,6 +32,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "sinusoid",
     "hyperplanes",
     "omniglot",
+    "backbones",
     "csv_logger",
     "tensorboard_logger",
 )
@@ -99,6 +101,11 @@ class Zoo:
     @cached_property
     def suites(self) -> SuiteRegistry:
         return self._fill(SuiteRegistry(), "zoo_register_suites")
+
+    @cached_property
+    def backbones(self) -> BackboneRegistry:
+        """Named model factories, selectable for any algorithm."""
+        return self._fill(BackboneRegistry(), "zoo_register_backbones")
 
     @cached_property
     def benchmarks(self) -> BenchmarkRegistry:

@@ -55,31 +55,47 @@ class Conv4(nn.Sequential):
     ``body`` is 4 × [3×3 convolution with ``hidden`` filters (padding 1), :class:`BatchStatNorm`,
     ReLU, 2×2 max-pooling], flattened: the embedding network of Vinyals et al. (NeurIPS 2016,
     §4.1), which Finn et al. (ICML 2017, §5.2) and Snell et al. (NeurIPS 2017) also use. It
-    downsamples by max-pooling; the MAML paper used strided convolutions for Omniglot instead.
-    A 28×28 image shrinks 28 → 14 → 7 → 3 → 1, so ``head`` sees ``hidden`` features; in
-    general ``hidden · (image_size // 16)²``. Model-data learners use ``body`` as the embedding.
+    downsamples by 2×2 max-pooling (``downsample="maxpool"``): a 28×28 image shrinks
+    28 → 14 → 7 → 3 → 1, so ``head`` sees ``hidden · (image_size // 16)²`` features. The MAML
+    reference code for Omniglot downsamples by stride-2 convolutions instead and averages the
+    last feature map over space (``downsample="stride"``: 28 → 14 → 7 → 4 → 2, then the spatial
+    mean; ``head`` sees ``hidden`` features). Model-data learners use ``body`` as the embedding.
     """
 
     def __init__(
-        self, in_channels: int = 1, out_features: int = 5, hidden: int = 64, image_size: int = 28
+        self, in_channels: int = 1, out_features: int = 5, hidden: int = 64, image_size: int = 28,
+        downsample: str = "maxpool",
     ) -> None:
-        side = image_size // 16  # after four floor-halvings
-        if side < 1:
+        if downsample not in ("maxpool", "stride"):
+            raise ValueError(f"downsample must be 'maxpool' or 'stride', got {downsample!r}")
+        side = image_size // 16 if downsample == "maxpool" else 1  # after four floor-halvings, or the mean
+        if image_size < 16:
             raise ValueError(f"Conv4 needs images of at least 16×16 pixels, got {image_size}")
+        stride = 2 if downsample == "stride" else 1
         blocks: OrderedDict[str, nn.Module] = OrderedDict()
         for i in range(4):
-            blocks[f"block{i}"] = nn.Sequential(
-                OrderedDict(
-                    conv=nn.Conv2d(in_channels if i == 0 else hidden, hidden, 3, padding=1),
-                    norm=BatchStatNorm(hidden),
-                    relu=nn.ReLU(),
-                    pool=nn.MaxPool2d(2),  # [N, hidden, s, s] -> [N, hidden, s // 2, s // 2]
-                )
+            layers = OrderedDict(
+                conv=nn.Conv2d(in_channels if i == 0 else hidden, hidden, 3, stride=stride, padding=1),
+                norm=BatchStatNorm(hidden),
+                relu=nn.ReLU(),
             )
-        blocks["flatten"] = nn.Flatten()  # [N, hidden, s, s] -> [N, hidden · s²]
+            if downsample == "maxpool":
+                layers["pool"] = nn.MaxPool2d(2)  # [N, hidden, s, s] -> [N, hidden, s // 2, s // 2]
+            blocks[f"block{i}"] = nn.Sequential(layers)
+        if downsample == "stride":
+            blocks["mean"] = SpatialMean()  # [N, hidden, s, s] -> [N, hidden]
+        else:
+            blocks["flatten"] = nn.Flatten()  # [N, hidden, s, s] -> [N, hidden · s²]
         super().__init__(
             OrderedDict(
                 body=nn.Sequential(blocks),  # [N, C, H, W] -> [N, hidden · side²]
                 head=nn.Linear(hidden * side * side, out_features),  # -> [N, out_features]
             )
         )
+
+
+class SpatialMean(nn.Module):
+    """``[N, C, H, W] -> [N, C]``: the mean over the spatial dimensions."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(-2, -1))

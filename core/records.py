@@ -32,21 +32,21 @@ def write_record(record: dict[str, Any], path: Path) -> None:
 
 
 def read_record(path: Path, warn: Callable[[str], None] = print) -> dict[str, Any] | None:
-    """The run record at ``path``; None if there is none, or (with a warning naming the file) if
-    it is not a readable metazoo run record."""
+    """The run record at ``path``; None if there is none, or (with a warning naming the file and
+    what is wrong with it) if it is not a readable, complete metazoo run record."""
     try:
         record = json.loads(Path(path).read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        warn(f"skipping {path}: not readable JSON ({exc})")
+        warn(f"{path}: not readable JSON ({exc})")
         return None
     if not isinstance(record, dict) or record.get("schema") != SCHEMA or "key" not in record:
-        warn(f"skipping {path}: not a metazoo run record")
+        warn(f"{path}: not a metazoo run record")
         return None
     missing = _missing(record)
     if missing:
-        warn(f"skipping {path}: an incomplete run record (no {missing})")
+        warn(f"{path}: an incomplete run record (no {missing})")
         return None
     return record
 
@@ -81,7 +81,7 @@ def read_records(folder: Path, warn: Callable[[str], None] = print) -> list[dict
     warning naming each."""
     records = []
     for path in sorted(Path(folder).rglob("*.json")):
-        record = read_record(path, warn)
+        record = read_record(path, lambda message: warn(f"skipping {message}"))
         if record is not None:
             record["_path"] = str(path)
             records.append(record)

@@ -100,6 +100,17 @@ class AlgorithmRegistry(Registry):
         self._add(name, factory, family, info)
 
 
+class BackboneRegistry(Registry):
+    kind = "backbone"
+
+    def add(self, name: str, factory: Callable[..., Any], **info: Any) -> None:
+        """Register ``factory(suite) -> torch.nn.Module`` as ``name``: a freshly initialised model
+        for the suite's tasks (inputs as the suite's ``support_x``, outputs ``n_way`` logits or
+        the regression target), which a spec (``backbone = "NAME"``, for all its algorithms or in
+        ``[algorithms.X]``) or ``zoo bench --backbone NAME`` selects."""
+        self._add(name, factory, None, info)
+
+
 class BenchmarkRegistry(Registry):
     kind = "benchmark"
 

@@ -93,6 +93,7 @@ class Run:
                 "budget": dataclasses.asdict(self.benchmark.training),
                 # only where one is given, so that runs without one keep their keys
                 **({"training_protocol": self.training_protocol} if self.training_protocol else {}),
+                **({"backbone": self.benchmark.backbone} if self.benchmark.backbone else {}),
             },
             sort_keys=True,
         )
@@ -102,6 +103,12 @@ class Run:
     def training_protocol(self) -> dict[str, Any]:
         """The protocol settings this algorithm meta-trains with, where they differ from the test's."""
         return self.benchmark.training_protocols.get(self.algorithm.name, {})
+
+    @property
+    def backbone(self) -> str | None:
+        """The registered backbone this run trains (its algorithm's ``backbone`` setting, else the
+        benchmark's); None for the suite's own model."""
+        return self.hyperparameters.get("backbone") or self.benchmark.backbone
 
     @property
     def label(self) -> str:
@@ -124,12 +131,19 @@ def make_suite(zoo: Zoo, benchmark: Benchmark, data_dir: str | None = None) -> T
         raise ZooError(f"{where}: [protocol] of suite {benchmark.suite}: {message}") from None
 
 
-def make_learner(run: Run, suite: TaskSuite) -> MetaLearner:
-    """Seed torch, build the suite's backbone and the algorithm around it."""
+def make_learner(run: Run, suite: TaskSuite, backbones=None) -> MetaLearner:
+    """Seed torch, build the run's backbone (a registered one from ``backbones``, else the
+    suite's own model) and the algorithm around it."""
+    hyperparameters = {k: v for k, v in run.hyperparameters.items() if k != "backbone"}
     torch.manual_seed(run.seed)
-    model = suite.make_model()
+    if run.backbone:
+        if backbones is None:
+            raise ZooError(f"{run.label}: backbone {run.backbone!r} needs the backbone registry")
+        model = backbones.get(run.backbone).factory(suite)
+    else:
+        model = suite.make_model()
     try:
-        return run.algorithm.factory(model, suite, **run.hyperparameters)
+        return run.algorithm.factory(model, suite, **hyperparameters)
     except TypeError as exc:
         raise ZooError(f"algorithm {run.algorithm.name}: {exc}") from None
 
@@ -138,6 +152,8 @@ def resolved_hyperparameters(learner: MetaLearner, run: Run) -> dict[str, Any]:
     """Every hyperparameter of ``learner``, defaults included, as JSON values."""
     config = getattr(learner, "config", None)
     values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(run.hyperparameters)
+    if run.backbone:
+        values["backbone"] = run.backbone
     return json.loads(json.dumps(values))
 
 
@@ -162,7 +178,7 @@ def execute(run: Run, zoo: Zoo, device: torch.device, progress: Mode = "off",
             if run.training_protocol else suite
         record.update(protocol=suite.protocol(), metric=suite.metric, higher_is_better=suite.higher_is_better,
                       training_protocol=train_suite.protocol())
-        learner = make_learner(run, suite).to(device)
+        learner = make_learner(run, suite, zoo.backbones).to(device)
         record["hyperparameters"] = resolved_hyperparameters(learner, run)
         started_hooks = True
         hooks.zoo_run_start(run=run, record=record, **where)

@@ -130,7 +130,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None]) -> dict | None:
     entry = zoo.algorithms.get(args.algo)
     suite = make_suite(zoo, spec, args.data_dir)
     suite.prepare()
-    probe = make_learner(Run(spec, entry, args.seed), suite)
+    probe = make_learner(Run(spec, entry, args.seed), suite, zoo.backbones)
     if probe.config.meta_batch < world:
         raise UsageError(f"meta_batch {probe.config.meta_batch} of {args.algo} is smaller than the {world} processes")
 

@@ -64,7 +64,7 @@ def zoo_command(*args: str) -> list[str]:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('suite = "sinusoid"\nepochs = 3\n', "unknown key 'epochs'; accepted: algorithms, description,"),
+        ('suite = "sinusoid"\nepochs = 3\n', "unknown key 'epochs'; accepted: algorithms, backbone, description,"),
         ('suite = "sinusoid"\n[training]\nsteps = 2.5\n', "[training]: steps must be int or NoneType, got 2.5"),
         ('suite = "sinusoid"\n[evaluation]\ntest_task = 3\n', "unknown setting 'test_task'; accepted: batch_tasks"),
         ('suite = "sinusoid"\nprotocol = 3\n', "[protocol] must be a table, got 3"),
@@ -170,7 +170,7 @@ def test_a_corrupt_record_is_named_and_run_again(zoo, tmp_path):
     path.write_text('{"schema": 1, "key": "trunc')
     code, stdout, stderr = zoo(*args)
     assert code == 0, stderr
-    assert f"zoo: warning: skipping {path}: not readable JSON" in stderr and "running it again" in stderr
+    assert f"zoo: warning: {path}: not readable JSON" in stderr and "running it again" in stderr
     assert json.loads(path.read_text())["status"] == "ok" and "fomaml" in stdout
 
 
@@ -268,7 +268,8 @@ def test_same_seed_same_numbers_and_from_record_reproduces_them(zoo, tmp_path):
 
 def test_from_record_refuses_other_run_options_and_records_without_a_spec(zoo, tmp_path):
     path = tmp_path / "old.json"
-    path.write_text(json.dumps({"schema": 1, "key": "abc", "algorithm": "maml", "seed": 0}))
+    path.write_text(json.dumps({"schema": 1, "key": "abc", "benchmark": "b", "algorithm": "maml", "seed": 0,
+                                "status": "failed"}))
     code, _, stderr = zoo("bench", "--from-record", str(path), "--seeds", "3", "--out", str(tmp_path))
     assert code == 2 and "--from-record takes the benchmark, algorithm, seed and budget" in stderr
     code, _, stderr = zoo("bench", "--from-record", str(path), "--out", str(tmp_path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import types
 
@@ -216,3 +217,28 @@ def test_what_the_built_in_plugins_import_is_public():
                     and node.module not in private:
                 for alias in node.names:
                     assert alias.name in metazoo.__all__, f"{path.name} imports {node.module}.{alias.name}"
+
+
+def test_a_registered_backbone_is_chosen_per_spec_per_algorithm_or_on_the_command_line(zoo, tmp_path, host):
+    from metazoo.benchmark import load_benchmark
+    from metazoo.run import Run, make_learner
+
+    spec = tmp_path / "bb.toml"
+    spec.write_text('suite = "hyperplanes"\n[evaluation]\ntest_tasks = 10\nval_tasks = 5\n[training]\nsteps = 2\n'
+                    '[algorithms.maml]\nmeta_batch = 2\nbackbone = "mlp"\n[algorithms.protonet]\nmeta_batch = 2\n')
+    bench = load_benchmark(spec)
+    suite = host.suites.get("hyperplanes").factory()
+    maml = make_learner(Run(bench, host.algorithms.get("maml"), 0), suite, host.backbones)
+    protonet = make_learner(Run(bench, host.algorithms.get("protonet"), 0), suite, host.backbones)
+    assert [m.out_features for m in maml.model if hasattr(m, "out_features")] == [40, 40, 2]  # the "mlp" backbone
+    assert [m.out_features for m in protonet.model if hasattr(m, "out_features")] == [5, 2]  # the suite's own
+    out = tmp_path / "out"
+    code, _, stderr = zoo("bench", "--benchmark", str(spec), "--algos", "maml,protonet", "--out", str(out), "-q")
+    assert code == 0, stderr
+    records = {p.name.split("-")[0]: json.loads(p.read_text()) for p in (out / "bb" / "runs").glob("*.json")}
+    assert records["maml"]["hyperparameters"]["backbone"] == "mlp" and "backbone" not in records["protonet"]["hyperparameters"]
+    code, stdout, _ = zoo("bench", "--benchmark", str(spec), "--algos", "protonet", "--backbone", "mlp",
+                          "--out", str(out), "--dry-run")
+    assert code == 0 and stdout.splitlines()[-1] == "1 of 1 run(s) to run"  # another backbone: another run
+    code, _, stderr = zoo("bench", "--benchmark", str(spec), "--backbone", "resnet99", "--out", str(out))
+    assert code == 2 and "unknown backbone 'resnet99'; available: conv4, conv4-strided, mlp" in stderr

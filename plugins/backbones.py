@@ -1,0 +1,36 @@
+"""Named backbones for any algorithm: ``conv4`` (max-pooling, the Omniglot suite's default),
+``conv4-strided`` (stride-2 convolutions and a spatial mean, as the MAML reference code for
+Omniglot), and ``mlp`` (two hidden layers of 40 ReLU units, the sinusoid backbone of Finn et al.
+2017). Each infers its input and output sizes from one task of the suite."""
+
+import metazoo
+import torch
+from metazoo.models import MLP, Conv4
+
+
+def shapes(suite) -> tuple[torch.Size, int]:
+    """The shape of one example's input and the number of outputs (ways, or the target's size)."""
+    task = suite.sample("train", 1, torch.Generator().manual_seed(0))
+    outputs = int(task.support_y.max()) + 1 if suite.kind == "classification" else task.support_y.shape[-1]
+    return task.support_x.shape[2:], outputs
+
+
+def _conv4(downsample):
+    def build(suite):
+        (channels, height, width), outputs = shapes(suite)
+        return Conv4(in_channels=channels, out_features=outputs, image_size=min(height, width), downsample=downsample)
+
+    return build
+
+
+def mlp(suite):
+    (features,), outputs = shapes(suite)
+    return MLP(features, 40, 40, outputs)
+
+
+@metazoo.hookimpl
+def zoo_register_backbones(registry):
+    registry.add("conv4", _conv4("maxpool"), summary="4 × [conv 3×3, 64, batch norm, ReLU, max-pool] + linear head")
+    registry.add("conv4-strided", _conv4("stride"),
+                 summary="4 × [conv 3×3 stride 2, 64, batch norm, ReLU], spatial mean + linear head (MAML's Omniglot)")
+    registry.add("mlp", mlp, summary="MLP with two hidden layers of 40 ReLU units")
