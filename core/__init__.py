@@ -28,7 +28,15 @@ from metazoo.manager import Zoo, get_plugin_manager  # noqa: E402
 from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner, check_head  # noqa: E402
 from metazoo.model_data import ModelDataConfig, ModelDataLearner, embedding, one_hot  # noqa: E402
 from metazoo.models import MLP, Conv4  # noqa: E402
-from metazoo.tasks import SPLITS, TaskBatch, TaskSuite, check_split, task_loss, task_metrics  # noqa: E402
+from metazoo.tasks import (  # noqa: E402
+    SPLITS,
+    TaskBatch,
+    TaskSuite,
+    check_split,
+    split_stream,
+    task_loss,
+    task_metrics,
+)
 
 __all__ = [
     "MLP",
@@ -58,6 +66,7 @@ __all__ = [
     "map_tasks",
     "one_hot",
     "positive",
+    "split_stream",
     "task_loss",
     "task_metrics",
 ]

@@ -4,8 +4,11 @@ Task ``i`` of a split is drawn by the suite from a generator of its own, seeded 
 :func:`task_seed` of (split, seed, i). A task list is therefore a pure function of the suite's
 protocol, the split, the evaluation seed and the task index: batching (``batch_tasks``) does not
 change it, and the stream a run meta-trains on (split ``"train"``, seeded by the training seed and
-the step) can never coincide with the val or test tasks, whatever the seeds, because the split is
-part of every seed. Each list has a digest of its tensors, stored with each run's record, so that
+the step) no longer meets the val or test tasks when the training seed equals the evaluation
+seed, because the split is part of every seed. Caveat: torch's CPU generator keeps only the low
+32 bits of a seed, so two of these seeds coincide with probability 2⁻³² per pair; none does for
+the published runs (a test checks it), and the next version of the derivation (``TASK_SAMPLING``
+3, due with the next regeneration of the published tables) puts the split in the low bits. Each list has a digest of its tensors, stored with each run's record, so that
 the leaderboard pairs only runs tested on the same tasks.
 """
 

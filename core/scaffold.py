@@ -34,7 +34,7 @@ import metazoo
 import torch
 from metazoo.config import build_config
 from metazoo.models import MLP
-from metazoo.tasks import SPLITS, check_split
+from metazoo.tasks import split_stream
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,7 @@ class {cls}(metazoo.TaskSuite):
         self.config = build_config({cls}Config, protocol, "suite {name}")
 
     def sample(self, split, num_tasks, generator):
-        check_split(split)
-        own = torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=generator)) ^ SPLITS.index(split))
+        own = split_stream(generator, split)  # the split's own stream; refuses an unknown split
         c = self.config
         a, b = (4 * torch.rand(2, num_tasks, 1, 1, generator=own) - 2).unbind(0)
         x = 10 * torch.rand(num_tasks, c.shots + c.queries, 1, generator=own) - 5

@@ -125,6 +125,15 @@ def task_metrics(kind: Kind, prediction: torch.Tensor, target: torch.Tensor) -> 
     return (prediction - target).pow(2).flatten(1).mean(dim=1)
 
 
+def split_stream(generator: torch.Generator, split: str) -> torch.Generator:
+    """A generator of ``split``'s own, seeded by one draw from ``generator`` and the split: the
+    same state of ``generator`` gives the same tasks, and two splits never share a stream."""
+    check_split(split)
+    draw = int(torch.randint(2**30, (), generator=generator))
+    # torch's CPU generator keeps only the seed's low 32 bits: the split goes into the lowest two
+    return torch.Generator().manual_seed(draw << 2 | SPLITS.index(split))
+
+
 def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")

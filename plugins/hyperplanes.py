@@ -13,7 +13,7 @@ import metazoo
 import torch
 from metazoo.config import build_config, positive
 from metazoo.models import MLP
-from metazoo.tasks import TaskBatch, TaskSuite, check_split
+from metazoo.tasks import TaskBatch, TaskSuite, split_stream
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Hyperplanes(TaskSuite):
         self.config = build_config(HyperplanesConfig, protocol, "suite hyperplanes")
 
     def sample(self, split, num_tasks, generator):
-        check_split(split)
+        generator = split_stream(generator, split)  # the splits never share tasks
         c = self.config
         normal = torch.randn(num_tasks, 1, c.dim, generator=generator)
         normal = normal / normal.norm(dim=-1, keepdim=True)  # [T, 1, d]

@@ -404,3 +404,17 @@ def test_cpu_runs_record_the_allocator_settings(host):
     assert record["allocator"] == tune_malloc()
     if sys.platform.startswith("linux"):
         assert record["allocator"] == "glibc malloc, mmap and trim thresholds 1 GiB"
+
+
+def test_no_training_step_of_the_published_runs_shares_a_generator_with_a_val_or_test_task():
+    from metazoo.evaluation import task_seed
+
+    def low(seed):  # what torch's CPU generator keeps of a seed
+        return seed & 0xFFFFFFFF
+
+    records = [json.loads(p.read_text()) for p in (ROOT / "results").rglob("runs/*.json")]
+    assert records
+    for evaluation, seed, steps in {(r["evaluation"]["eval_seed"], r["seed"], r["train"]["steps"])
+                                    for r in records if r["status"] == "ok"}:
+        held_out = {low(task_seed(split, evaluation, i)) for split in ("val", "test") for i in range(600)}
+        assert not [step for step in range(steps) if low(task_seed("train", seed, step)) in held_out]

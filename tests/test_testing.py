@@ -10,7 +10,7 @@ import pytest
 import torch
 from metazoo.model_algorithm import ModelAlgorithmLearner
 from metazoo.models import MLP
-from metazoo.tasks import SPLITS, TaskBatch, TaskSuite, check_split
+from metazoo.tasks import SPLITS, TaskBatch, TaskSuite, split_stream
 from metazoo.testing import (
     assert_learner_conforms,
     assert_suite_conforms,
@@ -27,8 +27,7 @@ class Blobs(TaskSuite):
     name, kind = "blobs", "classification"
 
     def sample(self, split, num_tasks, generator):
-        check_split(split)
-        own = torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=generator)) ^ SPLITS.index(split))
+        own = split_stream(generator, split)
         centres = torch.randn(num_tasks, 2, 1, 3, generator=own)  # [T, N, 1, D]
         labels = torch.arange(2).repeat_interleave(4).expand(num_tasks, -1)  # [T, 8]
         x = centres.expand(-1, -1, 4, -1).reshape(num_tasks, 8, 3) + 0.1 * torch.randn(num_tasks, 8, 3, generator=own)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import metazoo
 import torch
 from metazoo.models import MLP
-from metazoo.tasks import SPLITS, check_split
+from metazoo.tasks import split_stream
 
 
 class SignMAML(metazoo.ModelAlgorithmLearner):
@@ -31,12 +31,8 @@ class Lines(metazoo.TaskSuite):
         self.config = LinesConfig(**protocol)
 
     def sample(self, split, num_tasks, generator):
-        check_split(split)
+        generator = split_stream(generator, split)  # this split's own stream of tasks
         c = self.config
-        # One draw from the caller's generator seeds this split's own stream: the same state
-        # gives the same tasks, and the splits never coincide.
-        seed = int(torch.randint(2**62, (), generator=generator)) ^ SPLITS.index(split)
-        generator = torch.Generator().manual_seed(seed)
         a, b = (4 * torch.rand(2, num_tasks, 1, 1, generator=generator) - 2).unbind(0)
         x = 10 * torch.rand(num_tasks, c.shots + c.queries, 1, generator=generator) - 5
         y = a * x + b
