@@ -16,10 +16,13 @@ of its own in that same split, so the splits have 4400, 400 and 1692 classes. Cl
 split is character ``split_characters[c // 4]`` turned ``c % 4`` quarter turns counter-clockwise
 (``torch.rot90``); all its drawings are turned alike.
 
-Tasks: ``ways`` distinct classes of the split, each with ``shots`` support and ``queries`` query
+Tasks (``classes="rotations"``, the default): ``ways`` distinct classes of the split, each with
+``shots`` support and ``queries`` query
 drawings (distinct drawings of its 20); labels 0..ways-1 are assigned in the random order the
 classes were drawn, and the support and query sets are each shuffled. Sampling is tensor indexing
-on the cached images, vectorised over all tasks.
+on the cached images, vectorised over all tasks. With ``classes="characters"`` a task draws
+``ways`` distinct characters and turns each (all its drawings alike) by a random number of quarter
+turns, as the MAML reference code does; the rest is the same.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Literal
 
 import metazoo
 import torch
@@ -53,6 +57,11 @@ class OmniglotConfig:
     shots: int = 1  # support drawings per class
     queries: int = 15  # query drawings per class
     image_size: int = 28  # side of the square images, in pixels
+    # "rotations": every (character, quarter turns) pair is a class of its own, and a task draws
+    # `ways` distinct classes (so two classes of a task may be one character turned); "characters":
+    # a task draws `ways` distinct characters and turns each by a random multiple of 90°, as the
+    # MAML reference code samples Omniglot tasks.
+    classes: Literal["rotations", "characters"] = "rotations"
 
     def __post_init__(self) -> None:
         positive(self, "ways", "shots", "queries", "image_size")
@@ -62,7 +71,7 @@ class OmniglotConfig:
                 f"Omniglot character has only {DRAWINGS}"
             )
         split = min(SPLIT_SIZES, key=SPLIT_SIZES.__getitem__)
-        classes = ROTATIONS * SPLIT_SIZES[split]
+        classes = SPLIT_SIZES[split] * (ROTATIONS if self.classes == "rotations" else 1)
         if not 2 <= self.ways <= classes:
             raise ZooError(
                 f"ways must be between 2 and {classes} (the {split} split has {classes} "
@@ -124,8 +133,15 @@ class Omniglot(TaskSuite):
 
     def sample(self, split, num_tasks, generator):
         c = self.config
-        table = self.classes(split)  # [C, 2]
-        chosen = table[_draw(generator, num_tasks, len(table), c.ways)]  # [T, N, 2]
+        if c.classes == "rotations":
+            table = self.classes(split)  # [C, 2]
+            chosen = table[_draw(generator, num_tasks, len(table), c.ways)]  # [T, N, 2]
+        else:
+            check_split(split)
+            characters = self.data[1][split]
+            picked = characters[_draw(generator, num_tasks, len(characters), c.ways)]  # [T, N]
+            turns = torch.randint(ROTATIONS, (num_tasks, c.ways), generator=generator)  # [T, N]
+            chosen = torch.stack([picked, turns], dim=2)  # [T, N, 2]
         drawings = _draw(generator, num_tasks * c.ways, DRAWINGS, c.shots + c.queries)
         drawings = drawings.view(num_tasks, c.ways, -1)  # [T, N, K+Q], distinct per class
         support = self._take(chosen, drawings[:, :, : c.shots], generator)

@@ -190,7 +190,7 @@ def test_model_protocol_and_registration(make_suite):
     from metazoo import Zoo
 
     suite = make_suite()
-    assert suite.protocol() == {"ways": 5, "shots": 1, "queries": 15, "image_size": 28}
+    assert suite.protocol() == {"ways": 5, "shots": 1, "queries": 15, "image_size": 28, "classes": "rotations"}
     assert Zoo().suites.get("omniglot").factory is Omniglot
     batch = suite.sample("train", 1, torch.Generator().manual_seed(0))
     assert suite.make_model()(batch.query_x[0]).shape == (75, 5)
@@ -305,7 +305,7 @@ def test_bad_images():
         ({"ways": 401}, "ways must be between 2 and 400 \\(the val split has 400 classes\\), got 401"),
         ({"ways": 1}, "ways must be between 2"),
         ({"shots": 5, "queries": 16}, "shots \\+ queries = 21 .* only 20"),
-        ({"way": 5}, "'way'.*accepted: image_size, queries, shots, ways"),
+        ({"way": 5}, "'way'.*accepted: classes, image_size, queries, shots, ways"),
         ({"shots": 0}, "shots must be > 0"),
     ],
 )
@@ -384,3 +384,21 @@ def test_zoo_data_command_fetches_from_the_given_url_and_checks_md5(server, zoo,
     assert code == 1 and "failed its md5 check" in stderr and "68d2efa1b9178cc56df9314c21c6e718" in stderr
     assert stderr.count("\n") == 1 and "Traceback" not in stderr
     assert not any((tmp_path / "d").iterdir())
+
+
+def test_tasks_of_distinct_characters_each_turned_as_the_maml_code_draws_them(make_suite):
+    suite = make_suite(ways=20, shots=1, queries=1, classes="characters")
+    default = make_suite(ways=20, shots=1, queries=1)
+    batch = suite.sample("test", 30, torch.Generator().manual_seed(3))
+    assert batch.support_x.shape == (30, 20, 1, 28, 28)
+    # every label of a task is another character: no two support images are rotations of each other
+    for task in batch.support_x:
+        images = task[:, 0]
+        turned = {k: torch.rot90(images, k, dims=(-2, -1)) for k in range(4)}
+        for i in range(20):
+            for j in range(i + 1, 20):
+                assert not any(torch.equal(turned[k][i], images[j]) for k in range(4))
+    again = default.sample("test", 30, torch.Generator().manual_seed(3))
+    assert not torch.equal(again.support_x, batch.support_x)
+    with pytest.raises(ZooError, match="ways must be between 2 and 100"):
+        make_suite(ways=101, classes="characters")
