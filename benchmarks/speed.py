@@ -77,6 +77,10 @@ class Case:
     grad_tol: dict = field(default_factory=lambda: {"rtol": 1e-4, "atol": 1e-6})
 
 
+# eager vmap, the forced per-task loop, and the compiled step
+MLP_ENGINES = {"engine": {"execution": "auto"}, "loop engine": {"execution": "loop"},
+               "compiled": {"execution": "auto", "compile": True}}
+
 CASES = {
     case.name: case
     for case in (
@@ -88,8 +92,7 @@ CASES = {
             protocol={"shots": 10, "queries": 10},
             inner_lr=0.01,
             batches=(25, 100),
-            engines={"engine": {"execution": "auto"}, "loop engine": {"execution": "loop"},
-                     "compiled": {"execution": "auto", "compile": True}},
+            engines=MLP_ENGINES,
             warmup=3,
         ),
         Case(
@@ -100,8 +103,7 @@ CASES = {
             protocol={"shots": 10, "queries": 10},
             inner_lr=0.01,
             batches=(25, 100),
-            engines={"engine": {"execution": "auto"}, "loop engine": {"execution": "loop"},
-                     "compiled": {"execution": "auto", "compile": True}},
+            engines=MLP_ENGINES,
             warmup=3,
             first_order=True,
         ),
@@ -113,8 +115,7 @@ CASES = {
             protocol={"shots": 10, "queries": 10},
             inner_lr=0.01,
             batches=(25,),
-            engines={"engine": {"execution": "auto"}, "loop engine": {"execution": "loop"},
-                     "compiled": {"execution": "auto", "compile": True}},
+            engines=MLP_ENGINES,
             warmup=3,
             hidden=256,
             grad_tol={"rtol": 1e-3, "atol": 1e-5},

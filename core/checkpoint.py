@@ -62,9 +62,7 @@ def load(path: Path, key: str, learner: torch.nn.Module) -> dict[str, Any] | Non
     return the loop state; None if there is no usable checkpoint (another run's, or unreadable)."""
     try:
         state = torch.load(path, weights_only=True)
-    except FileNotFoundError:
-        return None
-    except Exception:  # noqa: BLE001 - a torn or foreign file: start afresh
+    except Exception:  # noqa: BLE001 - none yet, or a torn or foreign file: start afresh
         return None
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("key") != key:
         return None

@@ -22,7 +22,7 @@ from metazoo.leaderboard import group_records, slug, summarize
 from metazoo.manager import Zoo, get_plugin_manager, parse_plugin_options
 from metazoo.records import read_records
 from metazoo.render import FORMATS, render, results_index
-from metazoo.run import device_name, resolve_device
+from metazoo.run import device_name, resolve_device, suite_options
 
 DEFAULT_BENCHMARK = "sinusoid"
 DEFAULT_OUT = "zoo-results"
@@ -364,7 +364,7 @@ def check(zoo: Zoo, names: tuple[str, ...], data_dir: str | None) -> None:
     failed = checked = 0
     for entry in suites:
         try:
-            suite = entry.factory(**({"data_dir": data_dir} if entry.info.get("uses_data") else {}))
+            suite = entry.factory(**suite_options(entry, data_dir))
             suite.prepare()
             failures = testing.check_suite(suite)
         except ZooError as exc:

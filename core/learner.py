@@ -113,8 +113,8 @@ class PooledMetaLearner(MetaLearner):
     def execution(self) -> str:
         """``"vmap"`` or ``"loop"``: the ``execution`` setting resolved for this model and device.
         Inside the compiled step ``"auto"`` is always ``"vmap"``: compiling a loop over the tasks
-        would unroll it (32 copies of conv4 did not compile in 10 minutes), while the compiled
-        vmapped conv4 step beat the eager loop."""
+        would unroll it (issue 8 reports that 32 unrolled copies of conv4 did not compile in 10
+        minutes)."""
         if self.config.execution == "auto" and self.__dict__.get("_functional"):
             return "vmap"
         device = next(self.parameters()).device
@@ -173,9 +173,8 @@ class PooledMetaLearner(MetaLearner):
         for start in range(0, total, size):  # a static loop: the meta-batch size is fixed
             chunk = tuple(t[start : start + size] for t in tensors)
 
-            def objective(p, chunk=chunk):
-                value, loss = torch.func.functional_call(self, p, chunk)
-                return value, loss
+            def objective(p, chunk=chunk):  # (objective, loss): grad of the first, the second as aux
+                return torch.func.functional_call(self, p, chunk)
 
             grads, loss = torch.func.grad(objective, has_aux=True)(params)
             grad_sums = grads if grad_sums is None else {n: grad_sums[n] + grads[n] for n in names}

@@ -9,6 +9,7 @@ chunking through a gradient pool, execution choice and evaluation without a seco
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -66,10 +67,12 @@ class ModelAlgorithmLearner(PooledMetaLearner):
         """Loss of the model with ``params`` on one task's examples."""
         return task_loss(self.kind, functional_call(self.model, params, (x,)), y)
 
-    def adapt(self, x: torch.Tensor, y: torch.Tensor, steps: int, create_graph: bool) -> Params:
+    def adapt(self, x: torch.Tensor, y: torch.Tensor, steps: int, create_graph: bool,
+              eager: bool = False) -> Params:
         """Run the inner loop on one task's support set from the current meta-parameters and
         return the full parameter dictionary. Without ``create_graph`` the inner gradients are
-        constants (first order)."""
+        constants (first order). ``eager`` (see :meth:`eager_inner_loop`) takes plain autograd
+        instead of ``torch.func.vjp``: only outside every ``torch.func`` transform."""
         params = dict(self.model.named_parameters())
         names = self.adapted_names()
         fast = {name: params[name] for name in names}
@@ -78,7 +81,7 @@ class ModelAlgorithmLearner(PooledMetaLearner):
         def support_loss(fast: Params) -> torch.Tensor:
             return self.loss({**frozen, **fast}, x, y)
 
-        if self.execution == "loop" and not self.__dict__.get("_functional"):
+        if eager:
             return {**frozen, **self._adapt_eagerly(support_loss, fast, steps, create_graph)}
         for step in range(steps):
             # vjp rather than grad: vjp's backward runs after its transform level has closed,
@@ -109,26 +112,35 @@ class ModelAlgorithmLearner(PooledMetaLearner):
             fast = self.inner_update(fast, grads, step)
         return {name: p.detach() for name, p in fast.items()} if not training else fast
 
-    def query_loss(self, sx, sy, qx, qy) -> torch.Tensor:
+    def eager_inner_loop(self, execution: str) -> bool:
+        """Whether the inner loop may take plain autograd: a per-task loop outside the compiled
+        step (decided once per batch, not per task)."""
+        return execution == "loop" and not self.__dict__.get("_functional")
+
+    def query_loss(self, sx, sy, qx, qy, eager: bool = False) -> torch.Tensor:
         """Meta-training objective of one task: query loss after adapting on the support."""
-        adapted = self.adapt(sx, sy, self.config.inner_steps, not self.config.first_order)
+        adapted = self.adapt(sx, sy, self.config.inner_steps, not self.config.first_order, eager)
         return self.loss(adapted, qx, qy)
 
     def chunk_objective(self, chunk: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Sum over the chunk's tasks of each task's query loss after adaptation."""
-        total = map_tasks(self.query_loss, chunk.tensors(), self.execution).sum()  # [T] → []
+        execution = self.execution
+        task_loss = functools.partial(self.query_loss, eager=self.eager_inner_loop(execution))
+        total = map_tasks(task_loss, chunk.tensors(), execution).sum()  # [T] → []
         return total, total
 
     def predict(self, batch: TaskBatch) -> torch.Tensor:
         self.eval()
         steps = self.config.eval_inner_steps or self.config.inner_steps
+        execution = self.execution
+        eager = self.eager_inner_loop(execution)
 
         def predict_task(sx, sy, qx, qy):
-            adapted = self.adapt(sx, sy, steps, create_graph=False)
+            adapted = self.adapt(sx, sy, steps, create_graph=False, eager=eager)
             return functional_call(self.model, adapted, (qx,))
 
         with torch.no_grad():  # torch.func.vjp still differentiates the inner loop
-            return map_tasks(predict_task, batch.tensors(), self.execution)
+            return map_tasks(predict_task, batch.tensors(), execution)
 
 
 def check_head(learner: ModelAlgorithmLearner, prefix: str) -> list[str]:

@@ -122,13 +122,17 @@ def make_suite(zoo: Zoo, benchmark: Benchmark, data_dir: str | None = None) -> T
     """Build the benchmark's suite; ``data_dir`` reaches it only if it reads data. Protocol
     errors name the spec file and the command-line options that changed the protocol."""
     entry = zoo.suites.get(benchmark.suite)
-    options = {"data_dir": data_dir} if entry.info.get("uses_data") else {}
     try:
-        return entry.factory(**benchmark.protocol, **options)
+        return entry.factory(**benchmark.protocol, **suite_options(entry, data_dir))
     except (ZooError, TypeError, ValueError) as exc:
         message = str(exc).removeprefix(f"suite {benchmark.suite}: ")
         where = benchmark.source + (f" with {benchmark.overridden}" if benchmark.overridden else "")
         raise ZooError(f"{where}: [protocol] of suite {benchmark.suite}: {message}") from None
+
+
+def suite_options(entry: Entry, data_dir: str | None) -> dict[str, Any]:
+    """What a suite's factory gets besides its protocol: ``data_dir``, if the suite reads data."""
+    return {"data_dir": data_dir} if entry.info.get("uses_data") else {}
 
 
 def make_learner(run: Run, suite: TaskSuite, backbones=None) -> MetaLearner:
@@ -184,11 +188,12 @@ def execute(run: Run, zoo: Zoo, device: torch.device, progress: Mode = "off",
         hooks.zoo_run_start(run=run, record=record, **where)
         progress_bar = Progress(run.label, run.benchmark.training.steps, run.benchmark.training.time,
                                 progress, progress_every_s)
-        try:
-            saver = Saver(checkpoint, run.key, learner, checkpoint_every_s) if checkpoint else None
-            def validated(step: int, value: float, time_s: float, loss: float) -> None:
-                hooks.zoo_run_validation(run=run, step=step, value=value, time_s=time_s, loss=loss, **where)
+        saver = Saver(checkpoint, run.key, learner, checkpoint_every_s) if checkpoint else None
 
+        def validated(step: int, value: float, time_s: float, loss: float) -> None:
+            hooks.zoo_run_validation(run=run, step=step, value=value, time_s=time_s, loss=loss, **where)
+
+        try:
             record.update(_train_and_test(run, suite, learner, device, progress_bar, saver, train_suite, validated))
         finally:
             progress_bar.close()
@@ -245,7 +250,7 @@ def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: to
         tick, budget_tick = time.perf_counter(), budget_clock()
         batch = train_batch(train_suite or suite, run.seed, step, meta_batch).to(device)
         stats = learner.meta_train_step(batch)
-        loss = validation.loss = stats["loss"]
+        loss = stats["loss"]
         if "compile_s" in stats:  # the step that compiled: counted apart, not in the budget
             compile_time += time.perf_counter() - tick
         else:
@@ -258,7 +263,7 @@ def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: to
         if (budget.val_every and step % budget.val_every == 0) or (
             budget.val_every_s and budget_time - last_validation >= budget.val_every_s
         ):
-            validation.check(step, train_time)
+            validation.check(step, train_time, loss)
             last_validation = budget_time
         if saver:
             saver.maybe_save({
@@ -268,7 +273,7 @@ def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: to
                 "best_step": validation.best_step, "best_state": validation.best_state,
             })
     if not validation.history or validation.history[-1]["step"] != step:
-        validation.check(step, train_time)
+        validation.check(step, train_time, loss)
     learner.load_state_dict(validation.best_state)
 
     test_tasks = TaskList(suite, "test", evaluation.test_tasks, evaluation.eval_seed, evaluation.batch_tasks)
@@ -298,16 +303,15 @@ class Validation:
                  progress: Progress, validated=None) -> None:
         self.learner, self.suite, self.tasks, self.device, self.progress = learner, suite, tasks, device, progress
         self.validated = validated  # validated(step, value, time_s, loss): the run callbacks
-        self.loss = math.nan
         self.history: list[dict[str, float]] = []
         self.best_value, self.best_step, self.best_state = math.nan, None, None
 
-    def check(self, step: int, train_time: float) -> None:
+    def check(self, step: int, train_time: float, loss: float) -> None:
         value = evaluate(self.learner, self.suite, self.tasks, self.device).mean().item()
         self.history.append({"step": step, "time_s": train_time, "value": value})
         self.progress.validated(value)
         if self.validated is not None:
-            self.validated(step, value, train_time, self.loss)
+            self.validated(step, value, train_time, loss)
         if self.best_state is None or self._better(value, self.best_value):
             self.best_value, self.best_step = value, step
             self.best_state = {k: v.detach().clone() for k, v in self.learner.state_dict().items()}

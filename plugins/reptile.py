@@ -32,13 +32,15 @@ class Reptile(ModelAlgorithmLearner):
 
     def chunk_objective(self, chunk):
         theta = dict(self.model.named_parameters())
+        execution = self.execution
+        eager = self.eager_inner_loop(execution)
 
         def task_step(sx, sy, qx, qy):
-            adapted = self.adapt(sx, sy, self.config.inner_steps, create_graph=False)
+            adapted = self.adapt(sx, sy, self.config.inner_steps, create_graph=False, eager=eager)
             adapted = {name: value.detach() for name, value in adapted.items()}  # φ̃_i, a constant
             return adapted, self.loss(adapted, qx, qy)
 
-        adapted, losses = map_tasks(task_step, chunk.tensors(), self.execution)  # [T, ...], [T]
+        adapted, losses = map_tasks(task_step, chunk.tensors(), execution)  # [T, ...], [T]
         objective = sum(0.5 * (theta[name] - adapted[name]).pow(2).sum() for name in theta)
         return objective, losses.sum().detach()
 

@@ -168,7 +168,7 @@ def test_a_nan_validation_is_never_the_best_state(host):
     learner = _Scripted([math.nan, 3.0, 1.0, 2.0])
     validation = Validation(learner, suite, tasks, torch.device("cpu"), Progress("x", 1, None, mode="off"))
     for step in range(4):
-        validation.check(step, 0.0)
+        validation.check(step, 0.0, math.nan)
     assert validation.best_step == 2 and validation.best_state["weight"].item() == 1.0
 
 
