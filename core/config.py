@@ -19,17 +19,17 @@ class LearnerConfig:
     outer_lr: float = 1e-3  # outer (meta) learning rate
     outer_optimizer: Literal["adam", "sgd"] = "adam"
     # Schedule of the outer rate: "step" multiplies it by lr_gamma every lr_step_every outer
-    # steps (Prototypical Networks halve it every 2000 episodes); "cosine" anneals it to 0 over
-    # lr_cosine_steps outer steps.
-    lr_schedule: Literal["constant", "step", "cosine"] = "constant"
+    # steps (Prototypical Networks halve it every 2000 episodes); "cosine" and "linear" anneal it
+    # to 0 over lr_anneal_steps outer steps (Reptile anneals its outer step size linearly).
+    lr_schedule: Literal["constant", "step", "cosine", "linear"] = "constant"
     lr_step_every: int = 2000
     lr_gamma: float = 0.5
-    lr_cosine_steps: int | None = None
+    lr_anneal_steps: int | None = None
 
     def __post_init__(self) -> None:
-        positive(self, "meta_batch", "outer_lr", "lr_step_every", "lr_gamma", "lr_cosine_steps")
-        if self.lr_schedule == "cosine" and self.lr_cosine_steps is None:
-            raise ZooError("lr_schedule 'cosine' needs lr_cosine_steps (the outer steps to anneal over)")
+        positive(self, "meta_batch", "outer_lr", "lr_step_every", "lr_gamma", "lr_anneal_steps")
+        if self.lr_schedule in ("cosine", "linear") and self.lr_anneal_steps is None:
+            raise ZooError(f"lr_schedule {self.lr_schedule!r} needs lr_anneal_steps (the outer steps to anneal over)")
 
 
 #: Hyperparameters that change how a step is executed, not what it computes (up to rounding):

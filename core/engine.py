@@ -3,7 +3,8 @@ meta-gradients over chunks (and processes) before the outer update.
 
 Execution rule (``execution="auto"``): ``vmap`` everywhere except where each task runs a model
 with convolutions on its own weights on a CPU (the inner loop of a model-algorithm learner),
-where ``loop``. Under ``vmap`` a convolution with per-task weights over T tasks becomes one
+and for models that keep running statistics (:class:`metazoo.models.RunningBatchNorm`, which
+every task's forward pass updates in place, in turn), where ``loop``. Under ``vmap`` a convolution with per-task weights over T tasks becomes one
 grouped convolution, which PyTorch's CPU kernels run about 2× slower than T separate
 convolutions (second-order MAML with conv4 on this project's 2-core machine: 0.49× the loop,
 ``results/speed.md``); on CUDA the batched form is expected to be many times faster (not
@@ -43,6 +44,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from metazoo.models import has_running_statistics
 from torch import nn
 
 
@@ -53,6 +55,8 @@ def choose_execution(
     ``per_task_weights`` says whether each task runs the model on weights of its own."""
     if execution != "auto":
         return execution
+    if has_running_statistics(model):
+        return "loop"  # each task's forward pass updates the running statistics in turn
     has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
     return "loop" if per_task_weights and has_conv and device.type == "cpu" else "vmap"
 

@@ -11,6 +11,8 @@ import torch
 from metazoo import functional_optim
 from metazoo.config import LearnerConfig, PooledConfig, build_config
 from metazoo.engine import GradientPool, choose_execution
+from metazoo.errors import ZooError
+from metazoo.models import has_running_statistics
 from metazoo.tasks import TaskBatch, TaskSuite
 from torch import nn
 
@@ -81,8 +83,10 @@ class MetaLearner(nn.Module, ABC):
         if "_scheduler" not in self.__dict__:
             if config.lr_schedule == "step":
                 built = torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_step_every, config.lr_gamma)
-            else:
-                built = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.lr_cosine_steps)
+            elif config.lr_schedule == "cosine":
+                built = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.lr_anneal_steps)
+            else:  # linear, to 0 after lr_anneal_steps, then 0
+                built = torch.optim.lr_scheduler.LinearLR(self.optimizer, 1.0, 0.0, config.lr_anneal_steps)
             self.__dict__["_scheduler"] = built
         return self.__dict__["_scheduler"]
 
@@ -105,6 +109,18 @@ class PooledMetaLearner(MetaLearner):
 
     Config: ClassVar[type[PooledConfig]] = PooledConfig
     config: PooledConfig
+
+    def __init__(self, model: nn.Module | None = None, suite: TaskSuite | None = None,
+                 **hyperparameters: Any) -> None:
+        super().__init__(model, suite, **hyperparameters)
+        if model is not None and has_running_statistics(model):
+            for setting, value in (("execution", "vmap"), ("compile", True)):
+                if getattr(self.config, setting) == value:
+                    raise ZooError(
+                        f"algorithm {self.name()}: {setting} = {value!r} cannot update the running "
+                        "statistics of the model's batch norm (each task's forward pass updates them "
+                        "in place, in turn); use execution = 'loop' or 'auto' and compile = false, "
+                        "or a backbone with per-batch statistics")
     #: Whether each task runs the model on weights of its own (an inner loop); decides the
     #: execution rule of :func:`metazoo.engine.choose_execution`.
     per_task_weights: ClassVar[bool] = True
@@ -151,6 +167,7 @@ class PooledMetaLearner(MetaLearner):
         return pool.apply()
 
     def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
+        scheduler = self.scheduler  # built before the optimiser's first step, as torch expects
         stats = None
         if self.config.compile and not _distributed() and not self.__dict__.get("_compile_failed"):
             stats = self._compiled_train_step(batch)
@@ -158,8 +175,8 @@ class PooledMetaLearner(MetaLearner):
             stats = {"loss": self.meta_gradient(batch)}
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        if self.scheduler is not None:
-            self.scheduler.step()
+        if scheduler is not None:
+            scheduler.step()
         return stats
 
     def _functional_step(self, params, state, tensors):

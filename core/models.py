@@ -49,6 +49,49 @@ class BatchStatNorm(nn.Module):
         return normed * self.weight.view(shape) + self.bias.view(shape)
 
 
+class RunningBatchNorm(nn.Module):
+    """Batch normalisation with running statistics, as :class:`torch.nn.BatchNorm2d`: in training
+    mode a batch is normalised by its own statistics, which also update exponential running
+    averages (``momentum``; the variance unbiased); in evaluation mode every batch is normalised
+    by the running averages. The normalisation of the Prototypical Networks and Matching Networks
+    reference code (``model.eval()`` at test time).
+
+    Plain tensor ops as :class:`BatchStatNorm`. The running averages are updated in place, once
+    per forward pass, so a learner runs such a model task by task (``execution = "loop"``): under
+    ``torch.vmap`` each task would need a copy of its own (:func:`metazoo.engine.choose_execution`).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(channels))  # γ, per channel
+        self.bias = nn.Parameter(torch.zeros(channels))  # β, per channel
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x: Tensor) -> Tensor:  # [N, C, *spatial] -> [N, C, *spatial]
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        if self.training:
+            dims = [0, *range(2, x.dim())]  # every dimension but the channels
+            mean = x.mean(dims, keepdim=True)
+            var = x.var(dims, correction=0, keepdim=True)
+            with torch.no_grad():
+                count = x.numel() // x.shape[1]
+                unbiased = var.flatten() * (count / max(count - 1, 1))
+                self.running_mean.lerp_(mean.flatten(), self.momentum)
+                self.running_var.lerp_(unbiased, self.momentum)
+        else:
+            mean, var = self.running_mean.view(shape), self.running_var.view(shape)
+        normed = (x - mean) * torch.rsqrt(var + self.eps)
+        return normed * self.weight.view(shape) + self.bias.view(shape)
+
+
+def has_running_statistics(model: nn.Module) -> bool:
+    """Whether a forward pass in training mode updates state of ``model`` in place (batch norm
+    with running statistics, ours or torch's)."""
+    return any(getattr(m, "running_mean", None) is not None for m in model.modules())
+
+
 class Conv4(nn.Sequential):
     """The conv4 backbone of few-shot image classification: ``body`` then a linear ``head``.
 
@@ -60,14 +103,22 @@ class Conv4(nn.Sequential):
     reference code for Omniglot downsamples by stride-2 convolutions instead and averages the
     last feature map over space (``downsample="stride"``: 28 → 14 → 7 → 4 → 2, then the spatial
     mean; ``head`` sees ``hidden`` features). Model-data learners use ``body`` as the embedding.
+
+    ``norm="batch"`` normalises every batch by its own statistics, in training and at test
+    (:class:`BatchStatNorm`, the MAML reference code's); ``norm="running"`` keeps running
+    statistics for evaluation mode (:class:`RunningBatchNorm`, the Prototypical and Matching
+    Networks reference code's).
     """
 
     def __init__(
         self, in_channels: int = 1, out_features: int = 5, hidden: int = 64, image_size: int = 28,
-        downsample: str = "maxpool",
+        downsample: str = "maxpool", norm: str = "batch",
     ) -> None:
         if downsample not in ("maxpool", "stride"):
             raise ValueError(f"downsample must be 'maxpool' or 'stride', got {downsample!r}")
+        if norm not in ("batch", "running"):
+            raise ValueError(f"norm must be 'batch' or 'running', got {norm!r}")
+        normalisation = BatchStatNorm if norm == "batch" else RunningBatchNorm
         side = image_size // 16 if downsample == "maxpool" else 1  # after four floor-halvings, or the mean
         if image_size < 16:
             raise ValueError(f"Conv4 needs images of at least 16×16 pixels, got {image_size}")
@@ -76,7 +127,7 @@ class Conv4(nn.Sequential):
         for i in range(4):
             layers = OrderedDict(
                 conv=nn.Conv2d(in_channels if i == 0 else hidden, hidden, 3, stride=stride, padding=1),
-                norm=BatchStatNorm(hidden),
+                norm=normalisation(hidden),
                 relu=nn.ReLU(),
             )
             if downsample == "maxpool":

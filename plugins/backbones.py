@@ -1,6 +1,7 @@
 """Named backbones for any algorithm: ``conv4`` (max-pooling, the Omniglot suite's default),
 ``conv4-strided`` (stride-2 convolutions and a spatial mean, as the MAML reference code for
-Omniglot), and ``mlp`` (two hidden layers of 40 ReLU units, the sinusoid backbone of Finn et al.
+Omniglot), ``conv4-running-bn`` (max-pooling, batch norm with running statistics used in
+evaluation mode, as the Prototypical and Matching Networks reference code), and ``mlp`` (two hidden layers of 40 ReLU units, the sinusoid backbone of Finn et al.
 2017). Each infers its input and output sizes from one task of the suite."""
 
 import metazoo
@@ -15,10 +16,11 @@ def shapes(suite) -> tuple[torch.Size, int]:
     return task.support_x.shape[2:], outputs
 
 
-def _conv4(downsample):
+def _conv4(downsample, norm="batch"):
     def build(suite):
         (channels, height, width), outputs = shapes(suite)
-        return Conv4(in_channels=channels, out_features=outputs, image_size=min(height, width), downsample=downsample)
+        return Conv4(in_channels=channels, out_features=outputs, image_size=min(height, width),
+                     downsample=downsample, norm=norm)
 
     return build
 
@@ -33,4 +35,6 @@ def zoo_register_backbones(registry):
     registry.add("conv4", _conv4("maxpool"), summary="4 × [conv 3×3, 64, batch norm, ReLU, max-pool] + linear head")
     registry.add("conv4-strided", _conv4("stride"),
                  summary="4 × [conv 3×3 stride 2, 64, batch norm, ReLU], spatial mean + linear head (MAML's Omniglot)")
+    registry.add("conv4-running-bn", _conv4("maxpool", "running"),
+                 summary="conv4 whose batch norm keeps running statistics for evaluation mode (ProtoNet's code)")
     registry.add("mlp", mlp, summary="MLP with two hidden layers of 40 ReLU units")

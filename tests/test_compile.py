@@ -130,5 +130,17 @@ def test_a_cosine_schedule_needs_its_length(host):
     from metazoo.errors import ZooError
 
     suite = host.suites.get("hyperplanes").factory()
-    with pytest.raises(ZooError, match="lr_schedule 'cosine' needs lr_cosine_steps"):
+    with pytest.raises(ZooError, match="lr_schedule 'cosine' needs lr_anneal_steps"):
         host.algorithms.get("protonet").factory(suite.make_model(), suite, lr_schedule="cosine")
+
+
+def test_a_linear_schedule_anneals_the_outer_rate_to_zero(host, one_thread):
+    suite = host.suites.get("hyperplanes").factory()
+    torch.manual_seed(0)
+    learner = host.algorithms.get("reptile").factory(suite.make_model(), suite, meta_batch=2, outer_lr=1.0,
+                                                     lr_schedule="linear", lr_anneal_steps=4)
+    rates = []
+    for i in range(6):
+        learner.meta_train_step(suite.sample("train", 2, torch.Generator().manual_seed(i)))
+        rates.append(learner.optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([0.75, 0.5, 0.25, 0.0, 0.0, 0.0])
