@@ -62,6 +62,7 @@ class Published:
     value: float
     citation: str
     ci: float | None = None  # ± of the paper's 95% confidence interval, where given
+    steps: int | None = None  # outer steps the paper meta-trained for, where it says
     note: str = ""
 
 
@@ -79,6 +80,8 @@ class Benchmark:
     training_protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
     backbone: str | None = None  # a registered backbone for every algorithm (default: the suite's own)
     published: dict[str, Published] = field(default_factory=dict)
+    # Validation scores whose time to reach the leaderboard reports (metazoo.milestones).
+    milestones: tuple[float, ...] = ()
     source: str = "<built-in defaults>"
     overridden: str = ""  # the command-line options that changed the protocol, for messages
 
@@ -123,6 +126,7 @@ class Benchmark:
             "training_protocol": {k: dict(v) for k, v in self.training_protocols.items()},
             "backbone": self.backbone,
             "published": {k: dataclasses.asdict(v) for k, v in self.published.items()},
+            "milestones": list(self.milestones),
         }
 
     def hash(self) -> str:
@@ -141,7 +145,7 @@ class Benchmark:
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _TOP_LEVEL = {"name", "suite", "description", "protocol", "evaluation", "training", "algorithms",
-              "training_protocol", "backbone", "published"}
+              "training_protocol", "backbone", "published", "milestones"}
 
 
 def builtin_benchmarks() -> dict[str, Path]:
@@ -216,8 +220,18 @@ def benchmark_from_dict(data: dict[str, Any], where: str, default_name: str | No
             algo: build_config(Published, table, f"{where} [published.{algo}]")
             for algo, table in data.get("published", {}).items()
         },
+        milestones=_milestones(data, where),
         source=where,
     )
+
+
+def _milestones(data: dict[str, Any], where: str) -> tuple[float, ...]:
+    values = data.get("milestones", [])
+    if not isinstance(values, list) or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                               for v in values):
+        raise ZooError(f"{where}: milestones must be a list of numbers (validation scores, such as "
+                       f"[0.95, 0.97]), got {values!r}")
+    return tuple(float(v) for v in values)
 
 
 def _string(data: dict, key: str, where: str, default: str | None) -> str:

@@ -218,6 +218,8 @@ def _row(label: str, runs: list[dict], metric: str | None) -> dict[str, Any]:
         "failed": len(failed),
         "error": failed[0].get("error") if failed else None,
         "published": first.get("published"),
+        "milestones": list((first.get("spec") or {}).get("milestones") or []),
+        "clock": (first.get("budget") or {}).get("clock", "wall"),
         "test_digest": test_digest(ok[0]) if ok else None,
         "device": _distinct(runs, "device"),
         "torch": _distinct(runs, "torch"),
@@ -227,8 +229,8 @@ def _row(label: str, runs: list[dict], metric: str | None) -> dict[str, Any]:
     }
     if not ok:
         return {**row, "mean": math.nan, "ci95": math.nan, "seed_sd": math.nan, "test_tasks": 0,
-                "train_time_s": math.nan, "tasks_per_s": math.nan, "peak_memory_mb": math.nan,
-                "per_task": None}
+                "train_time_s": math.nan, "steps": math.nan, "tasks_per_s": math.nan,
+                "peak_memory_mb": math.nan, "curves": [], "per_task": None}
     per_task = np.mean([r["test"]["per_task"] for r in ok], axis=0)  # [tasks], paired over seeds
     seed_means = [r["test"]["mean"] for r in ok]
     return {
@@ -238,6 +240,8 @@ def _row(label: str, runs: list[dict], metric: str | None) -> dict[str, Any]:
         "seed_sd": float(np.std(seed_means, ddof=1)) if len(ok) > 1 else math.nan,
         "test_tasks": per_task.size,
         "train_time_s": float(np.mean([r["train"]["time_s"] for r in ok])),
+        "steps": float(np.mean([r["train"]["steps"] for r in ok])),
+        "curves": [r.get("validation") or [] for r in ok],
         "tasks_per_s": float(np.mean([r["train"]["tasks_per_s"] for r in ok])),
         "peak_memory_mb": float(max(r.get("peak_memory_mb") or 0 for r in ok)),
         "per_task": per_task,

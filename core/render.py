@@ -12,9 +12,12 @@ from typing import Any
 
 import pandas as pd
 from metazoo.leaderboard import average_ranks
+from metazoo.milestones import milestone_table
 from metazoo.statistics import ALPHA
 
 FORMATS = ("md", "csv", "latex", "html")
+TIME_TO = ("Time to reach each validation score: training time (the budget's clock, validation excluded) "
+           "at the first validation at or beyond it, mean over the seeds that reached it")
 
 
 def _fmt_rank(rank: float) -> str:
@@ -31,6 +34,14 @@ def _versus_best(row: Mapping[str, Any]) -> str:
         return "–"
     value = "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
     return f"tied ({value})" if row["tied_with_best"] else value
+
+
+def _steps(row: Mapping[str, Any]) -> str:
+    """Mean outer steps, and the paper's where its published number gives them."""
+    if math.isnan(row["steps"]):
+        return "–"
+    paper = (row["published"] or {}).get("steps")
+    return f"{row['steps']:,.0f}" + (f" (paper {paper:,})" if paper else "")
 
 
 def display_table(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -73,6 +84,7 @@ def display_table(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             "seeds": row["seeds"],
             "test tasks": row["test_tasks"],
             "train time (s)": number(row["train_time_s"], ".1f"),
+            "outer steps": _steps(row),
             "tasks/s": number(row["tasks_per_s"], ".0f"),
             "peak memory (MB)": number(row["peak_memory_mb"], ".0f"),
         })
@@ -110,7 +122,7 @@ def _latex_escape(text: str) -> str:
 
 def _csv(summary: pd.DataFrame) -> str:
     published = summary["published"]
-    return summary.drop(columns=["published", "notes"]).assign(
+    return summary.drop(columns=["published", "notes", "curves", "milestones"]).assign(
         published=[p["value"] if p else None for p in published],
         published_ci=[p.get("ci") if p else None for p in published],
         published_citation=[p["citation"] if p else None for p in published],
@@ -131,18 +143,25 @@ def render(summary: pd.DataFrame, fmt: str = "md", average_rank: bool = True,
     for title, part in summary.groupby("table", sort=True):
         table, notes = display_table(part)
         lines = [*notes, _method(part), environment(part)]
+        times = milestone_table(part)
         if fmt == "md":
             image = f"\n![{title}]({images[title]})\n" if title in images else ""
             parts.append(f"### {title}\n\n{table.to_markdown(index=False, tablefmt='github')}\n\n"
                          + "".join(f"{line}  \n" for line in lines) + image)
+            if not times.empty:
+                parts.append(f"{TIME_TO} ({title}):\n\n{times.to_markdown(index=False, tablefmt='github')}\n")
         elif fmt == "latex":
             body = table.to_markdown(index=False, tablefmt="latex_booktabs")  # escapes all but ±
             parts.append(f"\\paragraph{{{_latex_escape(title)}}}\n" + body.replace("±", r"$\pm$") + "\n"
                          + "".join(f"{_latex_escape(line)}\\\\\n" for line in lines))
+            if not times.empty:
+                parts.append(f"{_latex_escape(TIME_TO)}:\\\\\n" + times.to_markdown(index=False, tablefmt="latex_booktabs"))
         else:
             image = f'<img src="{html.escape(images[title])}" alt="{html.escape(title)}">\n' if title in images else ""
             parts.append(f"<h3>{html.escape(title)}</h3>\n{table.to_html(index=False)}\n"
                          + "".join(f"<p>{html.escape(line)}</p>\n" for line in lines) + image)
+            if not times.empty:
+                parts.append(f"<p>{html.escape(TIME_TO)}:</p>\n{times.to_html(index=False)}\n")
     ranks, note = average_ranks(summary)
     if average_rank and not ranks.empty:
         parts.append(render_ranks(ranks, note, fmt))

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from metazoo.leaderboard import average_ranks, summarize
+from metazoo.milestones import milestone_table
 from metazoo.render import render
 from metazoo.statistics import paired_t_test
 
@@ -196,3 +197,44 @@ def test_an_incomplete_record_is_skipped_with_a_warning_not_a_traceback(zoo, tmp
     code, stdout, stderr = zoo("leaderboard", str(tmp_path))
     assert code == 0 and "| a " in stdout
     assert "hand-edited.json: an incomplete run record (no '" in stderr
+
+
+# -- time to a score ---------------------------------------------------------------------------------
+
+
+def curve(*points):
+    return [{"step": 10 * i, "time_s": t, "value": v} for i, (t, v) in enumerate(points, 1)]
+
+
+def test_the_time_to_each_milestone_is_read_from_the_validation_curves():
+    spec = {"milestones": [0.9, 0.95]}
+    published = {"value": 0.97, "citation": "Somebody 2017", "ci": None, "steps": 60000}
+    records = [
+        record("b", "maml", [0.96], seed=0, spec=spec, published=published,
+               validation=curve((3600, 0.8), (7200, 0.92), (10800, float("nan")), (14400, 0.96))),
+        record("b", "maml", [0.97], seed=1, spec=spec, published=published,
+               validation=curve((1800, 0.91), (5400, 0.97))),
+        record("b", "protonet", [0.99], spec=spec, validation=curve((360, 0.96), (720, 0.99))),
+    ]
+    part = summarize(records)
+    times = {row["algorithm"]: row for row in milestone_table(part).to_dict("records")}
+    assert times["maml"]["90%"] == "1.25 h"  # 7200 s and 1800 s, averaged
+    assert times["maml"]["95%"] == "2.75 h"  # 14400 s (past a NaN validation) and 5400 s
+    assert times["maml"]["published number"] == "1.50 h (1 of 2 seeds) (97%)"
+    assert times["protonet"]["90%"] == "0.10 h" and times["protonet"]["published number"] == "–"
+    assert times["maml"]["longest run"] == "2.75 h"
+    rendered = render(part, "md")
+    assert "Time to reach each validation score" in rendered and "| maml        | 1.25 h" in rendered
+    assert "60,000" in rendered  # the paper's steps beside ours
+
+
+def test_a_lower_is_better_milestone_is_reached_from_above():
+    records = [record("b", "maml", [0.3], metric="mse", spec={"milestones": [0.5]},
+                      validation=curve((10, 0.9), (20, 0.45)))]
+    (row,) = milestone_table(summarize(records)).to_dict("records")
+    assert row["0.5"] == f"{20 / 3600:.2f} h"
+
+
+def test_without_milestones_or_published_numbers_there_is_no_time_table():
+    assert milestone_table(summarize([record("b", "maml", BEST)])).empty
+    assert "Time to reach" not in render(summarize([record("b", "maml", BEST)]), "md")
