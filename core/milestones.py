@@ -32,7 +32,9 @@ def _hours(seconds: list[float | None], clock: str) -> str:
     reached = [s for s in seconds if s is not None]
     if not reached:
         return "not reached"
-    text = f"{sum(reached) / len(reached) / 3600:.2f} {'CPU-h' if clock == 'cpu' else 'h'}"
+    mean = sum(reached) / len(reached)
+    cpu = "CPU-" if clock == "cpu" else ""
+    text = f"{mean / 3600:.2f} {cpu}h" if mean >= 3600 else f"{mean / 60:.1f} {cpu}min"
     return text if len(reached) == len(seconds) else f"{text} ({len(reached)} of {len(seconds)} seeds)"
 
 

@@ -13,7 +13,7 @@ import metazoo
 import torch
 from metazoo.config import build_config, positive
 from metazoo.models import MLP
-from metazoo.tasks import TaskBatch, TaskSuite, check_split
+from metazoo.tasks import TaskBatch, TaskSuite, split_stream
 
 PAPER = "Finn, Abbeel & Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks. ICML 2017, §5.1"
 
@@ -38,7 +38,7 @@ class Sinusoid(TaskSuite):
         self.config = build_config(SinusoidConfig, protocol, "suite sinusoid")
 
     def sample(self, split, num_tasks, generator):
-        check_split(split)
+        generator = split_stream(generator, split)  # the splits' tasks differ, for one generator state
         c = self.config
         points = c.shots + c.queries
 

@@ -221,7 +221,7 @@ def test_the_time_to_each_milestone_is_read_from_the_validation_curves():
     assert times["maml"]["90%"] == "1.25 h"  # 7200 s and 1800 s, averaged
     assert times["maml"]["95%"] == "2.75 h"  # 14400 s (past a NaN validation) and 5400 s
     assert times["maml"]["published number"] == "1.50 h (1 of 2 seeds) (97%)"
-    assert times["protonet"]["90%"] == "0.10 h" and times["protonet"]["published number"] == "–"
+    assert times["protonet"]["90%"] == "6.0 min" and times["protonet"]["published number"] == "–"
     assert times["maml"]["longest run"] == "2.75 h"
     rendered = render(part, "md")
     assert "Time to reach each validation score" in rendered and "| maml        | 1.25 h" in rendered
@@ -232,7 +232,7 @@ def test_a_lower_is_better_milestone_is_reached_from_above():
     records = [record("b", "maml", [0.3], metric="mse", spec={"milestones": [0.5]},
                       validation=curve((10, 0.9), (20, 0.45)))]
     (row,) = milestone_table(summarize(records)).to_dict("records")
-    assert row["0.5"] == f"{20 / 3600:.2f} h"
+    assert row["0.5"] == "0.3 min"
 
 
 def test_without_milestones_or_published_numbers_there_is_no_time_table():

@@ -1,0 +1,47 @@
+"""The test-task list of every built-in benchmark, pinned by its digest.
+
+A change to task sampling (a suite's ``sample``, the task seeds of metazoo.evaluation, a
+benchmark's protocol or evaluation settings) changes the tasks every published number was
+measured on. It must be deliberate and visible: this test fails, and the leaderboard puts
+records of the old and the new list in separate tables (it never pairs them). If the change is
+deliberate: regenerate the published folders whose benchmark changed (their COMMAND, with
+``--force`` where the run keys did not change), note it in results/CHANGES.md, and paste the
+new digests printed by the failure below.
+"""
+
+import pytest
+from metazoo.benchmark import builtin_benchmarks, load_benchmark
+from metazoo.evaluation import TaskList
+from metazoo.manager import Zoo
+from metazoo.run import make_suite
+
+from test_omniglot import DATA, HAVE_DATA
+
+PINNED = {
+    "hyperplanes": "7af95c9d165deac9",
+    "omniglot-20w1s": "63580a9c535bf923",
+    "omniglot-20w5s": "97cd24e3c431fa9f",
+    "omniglot-5w1s": "4e0aa0dc9ab05cc3",
+    "omniglot-5w5s": "fe0b9dbdd13ab041",
+    "omniglot-reproduce-5w1s": "402d25e58a6ef158",
+    "sinusoid": "2189b13859c68a0f",
+    "sinusoid-10shot": "25a2f5c4a1ccddf2",
+    "sinusoid-5shot": "2189b13859c68a0f",
+}
+
+
+def test_every_built_in_benchmark_is_pinned():
+    assert sorted(PINNED) == sorted(builtin_benchmarks())
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_the_test_tasks_of_each_built_in_benchmark_are_the_pinned_ones(name):
+    spec = load_benchmark(builtin_benchmarks()[name])
+    if spec.suite == "omniglot" and not HAVE_DATA:
+        pytest.skip(f"the Omniglot zips are not in {DATA}")
+    suite = make_suite(Zoo(), spec, str(DATA))
+    evaluation = spec.evaluation
+    digest = TaskList(suite, "test", evaluation.test_tasks, evaluation.eval_seed, evaluation.batch_tasks).digest()
+    assert digest == PINNED[name], (
+        f"the test tasks of benchmark {name} changed (digest {digest}, pinned {PINNED[name]}); "
+        "if that is deliberate, see this module's docstring")
