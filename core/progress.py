@@ -29,6 +29,7 @@ class Progress:
         self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
         self.started = self.last_line = time.perf_counter()
         self.validation: float | None = None
+        self.origin: tuple[float, int, float] | None = None  # (time, step, budget used) of the first update
         self.bar = tqdm(total=steps, desc=label, leave=False, unit="step", dynamic_ncols=True) \
             if mode == "bar" else None
 
@@ -43,15 +44,18 @@ class Progress:
                 self.bar.set_postfix(loss=f"{loss:.4g}")
             return
         now = time.perf_counter()
+        if self.origin is None:  # rates are measured from here: a resumed run starts past step 1
+            self.origin = (now, step, budget_used_s)
         if self.mode != "lines" or now - self.last_line < self.every_s:
             return
         self.last_line = now
         elapsed = now - self.started
+        since, steps_done, budget_done = now - self.origin[0], step - self.origin[1], budget_used_s - self.origin[2]
         left = []
-        if self.steps:
-            left.append(elapsed / step * (self.steps - step))
-        if self.seconds:  # budget seconds left, in wall seconds at the rate seen so far
-            left.append(max(0.0, self.seconds - budget_used_s) * elapsed / max(budget_used_s, 1e-9))
+        if self.steps and steps_done > 0:
+            left.append(since / steps_done * (self.steps - step))
+        if self.seconds and budget_done > 0:  # budget seconds left, in wall seconds at the rate seen so far
+            left.append(max(0.0, self.seconds - budget_used_s) * since / budget_done)
         total = f"/{self.steps}" if self.steps else ""
         validation = "–" if self.validation is None else f"{self.validation:.4g}"
         eta = f", about {_duration(min(left))} left" if left and math.isfinite(min(left)) else ""
