@@ -144,6 +144,13 @@ def test_zoo_check_passes_every_built_in_algorithm(zoo, one_thread):
     assert stdout.strip().endswith("7 of 7 passed every check")
 
 
+def test_zoo_check_passes_every_built_in_suite(zoo, one_thread):
+    names = ["sinusoid", "hyperplanes"] + (["omniglot", "--data-dir", str(DATA)] if DATA.exists() else [])
+    code, stdout, stderr = zoo("check", *names)
+    assert code == 0, stdout + stderr
+    assert stdout.strip().endswith(f"{3 if DATA.exists() else 2} of {3 if DATA.exists() else 2} passed every check")
+
+
 def test_zoo_check_names_each_failure_and_exits_1(zoo, monkeypatch):
     plugin = type("Plugin", (), {"zoo_register_suites": staticmethod(metazoo.hookimpl(
         lambda registry: registry.add("onebased", OneBasedLabels)))})
