@@ -176,14 +176,47 @@ def find_benchmark(name_or_path: str, plugins=None) -> Benchmark:
 
 
 def load_benchmark(path: Path) -> Benchmark:
-    """Parse and check a TOML spec; every error names the file, the key and what is accepted."""
+    """Parse and check a TOML spec; every error names the file, the key and what is accepted.
+    A spec with ``extends = "NAME"`` (a built-in benchmark, or a path relative to the spec's
+    folder) is that spec with this one's settings laid over it (see :func:`merge_specs`)."""
+    return benchmark_from_dict(_read_spec(Path(path), ()), str(path), default_name=Path(path).stem)
+
+
+def _read_spec(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The table of the spec at ``path`` with its ``extends`` chain resolved."""
     try:
-        data = tomllib.loads(Path(path).read_text())
+        data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"benchmark spec {path} does not exist") from None
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ZooError(f"{path}: not a readable TOML file: {exc}") from None
-    return benchmark_from_dict(data, str(path), default_name=Path(path).stem)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ZooError(f"{path}: extends must name a benchmark (a built-in name or a .toml path), got {base!r}")
+    builtin = builtin_benchmarks()
+    base_path = builtin[base] if base in builtin else path.parent / base
+    if not base_path.exists():
+        raise ZooError(f"{path}: extends {base!r}, which is neither a built-in benchmark "
+                       f"({', '.join(sorted(builtin))}) nor a file")
+    if base_path.resolve() in chain or base_path.resolve() == path.resolve():
+        raise ZooError(f"{path}: extends {base!r}, which extends it back (a cycle)")
+    inherited = _read_spec(base_path, (*chain, path.resolve()))
+    inherited.pop("name", None)  # a spec is named by its own file
+    return merge_specs(inherited, data)
+
+
+def merge_specs(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid over it: tables merge key by key (``[algorithms.maml]`` of
+    ``over`` changes only the keys it gives), every other value is replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = merge_specs(base[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def benchmark_from_dict(data: dict[str, Any], where: str, default_name: str | None = None) -> Benchmark:

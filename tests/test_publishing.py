@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from metazoo.benchmark import benchmark_from_dict, load_benchmark
+from metazoo.benchmark import benchmark_from_dict, builtin_benchmarks, load_benchmark
 from metazoo.leaderboard import average_ranks, summarize
 from metazoo.render import render
 from test_leaderboard import record
@@ -431,3 +432,36 @@ def test_a_resumed_run_estimates_the_time_left_from_its_own_progress(monkeypatch
     bar.update(1101, 0.5, budget_used_s=3700)  # 100 budget seconds in 100 s
     bar.update(1201, 0.5, budget_used_s=3800)
     assert len(lines) == 2 and lines[-1].endswith("about 56 min 40 s left")  # (7200 − 3800) s at 1 s/s
+
+
+# -- a spec that extends another -----------------------------------------------------------------------
+
+
+def test_a_spec_extends_another_and_changes_only_what_it_gives(tmp_path):
+    base = load_benchmark(builtin_benchmarks()["omniglot-reproduce-5w1s"])
+    spec = tmp_path / "equal-budget.toml"
+    spec.write_text('extends = "omniglot-reproduce-5w1s"\ndescription = "the same, 300 CPU s"\n'
+                    "[training]\ntime = 300\n[algorithms.maml]\neval_inner_steps = 3\n")
+    derived = load_benchmark(spec)
+    assert derived.name == "equal-budget" and derived.description == "the same, 300 CPU s"
+    assert derived.training.time == 300 and derived.training.clock == "cpu"  # merged key by key
+    assert derived.algorithms["maml"] == {**base.algorithms["maml"], "eval_inner_steps": 3}
+    assert derived.algorithms["protonet"] == base.algorithms["protonet"]
+    assert derived.protocol == base.protocol and derived.hash() == base.hash()  # the same test tasks
+    assert derived.training_protocols == base.training_protocols and derived.published == base.published
+    (tmp_path / "two.toml").write_text('extends = "equal-budget.toml"\n[protocol]\nshots = 5\n')
+    two = load_benchmark(tmp_path / "two.toml")
+    assert two.protocol["shots"] == 5 and two.training.time == 300  # a chain, by relative path
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('extends = "nope"\n', "extends 'nope', which is neither a built-in benchmark"),
+    ("extends = 3\n", "extends must name a benchmark"),
+    ('extends = "loop.toml"\n', "which extends it back (a cycle)"),
+])
+def test_a_bad_extends_is_a_clear_error(tmp_path, text, message):
+    from metazoo.errors import ZooError
+
+    (tmp_path / "loop.toml").write_text(text)
+    with pytest.raises(ZooError, match=re.escape(message)):
+        load_benchmark(tmp_path / "loop.toml")
