@@ -24,6 +24,7 @@ PINNED = {
     "omniglot-5w1s": "4e0aa0dc9ab05cc3",
     "omniglot-5w5s": "fe0b9dbdd13ab041",
     "omniglot-reproduce-5w1s": "402d25e58a6ef158",
+    "omniglot-reproduce-5w5s": "911924691093d70e",
     "sinusoid": "2189b13859c68a0f",
     "sinusoid-10shot": "25a2f5c4a1ccddf2",
     "sinusoid-5shot": "2189b13859c68a0f",
