@@ -14,6 +14,7 @@ from metazoo.checkpoint import checkpoint_path
 from metazoo.errors import UsageError, ZooError
 from metazoo.manager import Zoo
 from metazoo.records import RunLock, finished_record, read_record, write_record
+from metazoo.registry import suite_kinds
 from metazoo.run import Run, failed_record, make_learner, make_suite, resolved_hyperparameters
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def plan(
     """
     entries = zoo.algorithms.select(algorithms)
     explicit = algorithms != ["*"]
-    runs, placed = [], set()
+    runs, placed, kinds = [], set(), {}
     for spec in specs:
         zoo.suites.get(spec.suite)
         for section, tables in (("algorithms", spec.algorithms), ("training_protocol", spec.training_protocols),
@@ -50,7 +51,8 @@ def plan(
                      f"available: {', '.join(zoo.algorithms.names())}")
         suite = make_suite(zoo, spec, data_dir)
         suite.prepare()
-        fits = [e for e in entries if suite.kind == "classification" or e.family != "model-data"]
+        kinds[spec.suite] = suite.kind
+        fits = [e for e in entries if suite_kinds(e) is None or suite.kind in suite_kinds(e)]
         for entry in fits:
             learner = make_learner(Run(spec, entry, 0), suite, zoo.backbones)
             if spec.training_protocols.get(entry.name):
@@ -63,11 +65,11 @@ def plan(
             resolved = resolved_hyperparameters(learner, Run(own, entry, 0))
             placed.add(entry.name)
             runs.extend(Run(own, entry, seed, resolved) for seed in seeds)
-    unplaced = [e.name for e in entries if e.name not in placed]
+    unplaced = [e for e in entries if e.name not in placed]
     if explicit and unplaced:
-        suites = sorted({spec.suite for spec in specs})
-        raise UsageError(f"{', '.join(unplaced)}: model-data learners need a classification suite, and "
-                         f"{' and '.join(suites)} {'is a regression suite' if len(suites) == 1 else 'are regression suites'}")
+        suites = ", ".join(f"{s} ({k})" for s, k in sorted(kinds.items()))
+        raise UsageError("; ".join(f"{e.name} takes only {' or '.join(suite_kinds(e))} suites" for e in unplaced)
+                         + f", and the benchmarks' suites are {suites}")
     return runs
 
 

@@ -27,6 +27,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "reptile",
     "metasgd",
     "anil",
+    "boil",
+    "protomaml",
     "protonet",
     "matchingnet",
     "sinusoid",

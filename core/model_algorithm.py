@@ -2,7 +2,8 @@
 parameter dictionaries, vectorised over tasks by :mod:`metazoo.engine`.
 
 A plugin overrides :meth:`ModelAlgorithmLearner.inner_update` (how one step changes the
-adapted parameters) and, if it adapts only some parameters, :meth:`adapted_names`. The base
+adapted parameters), if it adapts only some parameters :meth:`adapted_names`, and if a task's
+inner loop starts elsewhere than at the meta-parameters :meth:`task_initialisation`. The base
 class provides first- and second-order meta-gradients (Finn et al. 2017, Eq. 1 inside Eq. 3),
 chunking through a gradient pool, execution choice and evaluation without a second-order graph.
 """
@@ -61,6 +62,11 @@ class ModelAlgorithmLearner(PooledMetaLearner):
         lr = self.config.inner_lr
         return {name: p - lr * grads[name] for name, p in params.items()}
 
+    def task_initialisation(self, x: torch.Tensor, y: torch.Tensor) -> Params:
+        """Where one task's inner loop starts, from its support set ``x``, ``y`` (default: the
+        meta-parameters). Differentiable: the outer gradient flows through it."""
+        return dict(self.model.named_parameters())
+
     # -- the engine -----------------------------------------------------------------------------
 
     def loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -73,7 +79,7 @@ class ModelAlgorithmLearner(PooledMetaLearner):
         return the full parameter dictionary. Without ``create_graph`` the inner gradients are
         constants (first order). ``eager`` (see :meth:`eager_inner_loop`) takes plain autograd
         instead of ``torch.func.vjp``: only outside every ``torch.func`` transform."""
-        params = dict(self.model.named_parameters())
+        params = self.task_initialisation(x, y)
         names = self.adapted_names()
         fast = {name: params[name] for name in names}
         frozen = {name: p for name, p in params.items() if name not in fast}
@@ -114,8 +120,12 @@ class ModelAlgorithmLearner(PooledMetaLearner):
 
     def eager_inner_loop(self, execution: str) -> bool:
         """Whether the inner loop may take plain autograd: a per-task loop outside the compiled
-        step (decided once per batch, not per task)."""
-        return execution == "loop" and not self.__dict__.get("_functional")
+        step (decided once per batch, not per task), and a task initialisation that is the
+        meta-parameters themselves. (An initialisation computed from them, such as Proto-MAML's
+        head, would make autograd's gradient in a parameter the total derivative, through the
+        initialisation too; the inner loop needs the partial one, which ``vjp`` gives.)"""
+        own_start = type(self).task_initialisation is ModelAlgorithmLearner.task_initialisation
+        return execution == "loop" and own_start and not self.__dict__.get("_functional")
 
     def query_loss(self, sx, sy, qx, qy, eager: bool = False) -> torch.Tensor:
         """Meta-training objective of one task: query loss after adapting on the support."""

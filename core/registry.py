@@ -91,13 +91,24 @@ class AlgorithmRegistry(Registry):
     kind = "algorithm"
 
     def add(self, name: str, factory: Callable[..., Any], *, family: str, **info: Any) -> None:
-        """Register ``factory(model, suite, **hyperparameters) -> MetaLearner`` as ``name``."""
+        """Register ``factory(model, suite, **hyperparameters) -> MetaLearner`` as ``name``.
+        ``kinds=("classification",)`` says which kinds of suite it takes (default: every kind
+        for model-algorithm learners, classification for model-data ones); the harness runs it
+        on those only."""
         if family not in FAMILIES:
             raise PluginError(
                 f"plugin {self.source}: algorithm {name!r} has family {family!r}; "
                 f"expected one of {', '.join(FAMILIES)}"
             )
         self._add(name, factory, family, info)
+
+
+def suite_kinds(entry: Entry) -> tuple[str, ...] | None:
+    """The kinds of suite an algorithm takes (None: every kind)."""
+    kinds = entry.info.get("kinds")
+    if kinds is None and entry.family == "model-data":
+        return ("classification",)
+    return tuple(kinds) if kinds is not None else None
 
 
 class BackboneRegistry(Registry):

@@ -1,0 +1,136 @@
+"""The breadth algorithms (BOIL, Proto-MAML, R2D2, Relation Networks), each against a plain
+per-task reference written from its paper's equations, vectorised and looped, in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from metazoo.errors import ZooError
+from metazoo.models import Conv4
+from reference import adapt, leaf_copy, loss
+from torch.func import functional_call
+from test_conv4 import RandomImages
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+REL = 1e-9
+
+
+def conv_learner(host, algorithm, **hp):
+    torch.manual_seed(0)
+    suite = RandomImages(ways=3, shots=2, queries=2)
+    model = Conv4(out_features=3, hidden=8).double()
+    return host.algorithms.get(algorithm).factory(model, suite, **hp), suite
+
+
+def batch_of(suite, tasks=3, seed=0):
+    return suite.sample("train", tasks, torch.Generator().manual_seed(seed)).to("cpu", torch.float64)
+
+
+def outer_step(learner, batch) -> dict[str, torch.Tensor]:
+    """What one outer SGD step at rate 1 subtracted from each meta-parameter."""
+    before = {n: p.detach().clone() for n, p in learner.named_parameters()}
+    learner.meta_train_step(batch)
+    return {n: before[n] - p.detach() for n, p in learner.named_parameters()}
+
+
+def assert_gradients(moved, expected, prefix="model."):
+    """Every meta-parameter moved by its reference gradient, relative to the largest entry of all
+    (a convolution's bias before batch norm has a gradient of rounding size only)."""
+    scale = max(g.abs().max().item() for g in expected.values())
+    assert scale > 0, "the reference gradient vanishes: a useless test"
+    for name, grad in expected.items():
+        error = (moved[prefix + name] - grad).abs().max().item()
+        assert error <= REL * scale, f"{name}: max error {error:.3e} vs scale {scale:.3e}"
+
+
+def adapt_from(model, start, x, y, *, steps, lr, first_order):
+    """``steps`` gradient steps on every parameter from ``start``, the gradient in each taken
+    with the others held fixed (partial derivatives, by torch.func.grad: ``start`` may be a
+    function of the meta-parameters, as Proto-MAML's head is)."""
+    fast = dict(start)
+    for _ in range(steps):
+        grads = torch.func.grad(lambda p: loss("classification", model, p, x, y))(fast)
+        fast = {n: p - lr * (grads[n].detach() if first_order else grads[n]) for n, p in fast.items()}
+    return fast
+
+
+def mean_meta_gradient(model, batch, task_init, *, steps, lr, names=None, first_order):
+    """Mean over tasks of ∇θ L_query(adapt(task_init(θ, support))), one task at a time."""
+    theta = leaf_copy(dict(model.named_parameters()))
+    sums = {n: torch.zeros_like(p) for n, p in theta.items()}
+    tasks = batch.num_tasks
+    for sx, sy, qx, qy in zip(*batch.tensors()):
+        start = task_init(theta, sx, sy)
+        if start is theta:  # the meta-parameters themselves: MAML's reference inner loop
+            fast = adapt("classification", model, start, sx, sy, steps=steps, lrs=lr, names=names,
+                         create_graph=not first_order)
+        else:
+            fast = adapt_from(model, start, sx, sy, steps=steps, lr=lr, first_order=first_order)
+        grads = torch.autograd.grad(loss("classification", model, fast, qx, qy), list(theta.values()),
+                                    allow_unused=True)
+        for n, g in zip(theta, grads):
+            if g is not None:
+                sums[n] += g / tasks
+    return sums
+
+
+# -- BOIL ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("execution", ["vmap", "loop"])
+def test_boil_adapts_the_body_only_and_meta_learns_both(host, execution):
+    learner, suite = conv_learner(host, "boil", inner_lr=0.3, inner_steps=2, execution=execution,
+                                  outer_optimizer="sgd", outer_lr=1.0)
+    batch = batch_of(suite)
+    body = [n for n, _ in learner.model.named_parameters() if not n.startswith("head.")]
+    expected = mean_meta_gradient(learner.model, batch, lambda theta, x, y: theta, steps=2, lr=0.3,
+                                  names=body, first_order=False)
+    assert_gradients(outer_step(learner, batch), expected)
+
+
+# -- Proto-MAML ----------------------------------------------------------------------------------
+
+
+def prototype_head(model, ways):
+    def init(theta, x, y):
+        body = {n.removeprefix("body."): p for n, p in theta.items() if n.startswith("body.")}
+        z = torch.func.functional_call(model.body, body, (x,))
+        prototypes = torch.stack([z[y == k].mean(0) for k in range(ways)])  # Snell et al. Eq. 1
+        return {**theta, "head.weight": 2 * prototypes, "head.bias": -(prototypes**2).sum(1)}
+
+    return init
+
+
+@pytest.mark.parametrize("first_order", [True, False])
+@pytest.mark.parametrize("execution", ["vmap", "loop"])
+def test_protomaml_starts_each_task_at_its_prototypes(host, execution, first_order):
+    learner, suite = conv_learner(host, "protomaml", inner_lr=0.3, inner_steps=2, execution=execution,
+                                  first_order=first_order, outer_optimizer="sgd", outer_lr=1.0)
+    batch = batch_of(suite)
+    expected = mean_meta_gradient(learner.model, batch, prototype_head(learner.model, 3), steps=2, lr=0.3,
+                                  first_order=first_order)
+    moved = outer_step(learner, batch)
+    assert all(moved[f"model.head.{n}"].abs().max() == 0 for n in ("weight", "bias"))  # replaced by prototypes
+    assert_gradients(moved, {n: g for n, g in expected.items() if not n.startswith("head.")})
+
+
+def test_protomaml_before_any_step_is_a_prototypical_network(host):
+    """With a vanishing step its predictions are those of squared-distance prototypes (support
+    and queries embedded separately, as its inner loop and predictions see them)."""
+    learner, suite = conv_learner(host, "protomaml", eval_inner_steps=1, inner_lr=1e-30)
+    batch = batch_of(suite)
+    body = learner.model.body
+    expected = []
+    for sx, sy, qx, _ in zip(*batch.tensors()):
+        z, zq = body(sx), body(qx)
+        prototypes = torch.stack([z[sy == k].mean(0) for k in range(3)])
+        expected.append(-torch.cdist(zq, prototypes) ** 2)
+    torch.testing.assert_close(learner.predict(batch).softmax(-1), torch.stack(expected).softmax(-1))
+
+
+def test_protomaml_refuses_a_regression_suite(host):
+    suite = host.suites.get("sinusoid").factory()
+    with pytest.raises(ZooError, match="protomaml sets its head from class prototypes and needs a classification"):
+        host.algorithms.get("protomaml").factory(suite.make_model(), suite)
