@@ -31,6 +31,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "protomaml",
     "protonet",
     "matchingnet",
+    "r2d2",
+    "relationnet",
     "sinusoid",
     "hyperplanes",
     "omniglot",

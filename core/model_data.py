@@ -2,7 +2,8 @@
 in a learnt embedding, with no inner loop of parameter updates.
 
 A plugin overrides :meth:`ModelDataLearner.score`, which scores one task's query embeddings
-against its support embeddings. The base class embeds each task's examples with the suite's
+against its support embeddings, and, if it is not trained by cross-entropy of those scores as
+logits, :meth:`ModelDataLearner.objective`. The base class embeds each task's examples with the suite's
 backbone (see :func:`embedding`), maps ``score`` over the tasks of a batch with
 :mod:`metazoo.engine` (vectorised or looped), and trains the embedding by cross-entropy on the
 query labels, pooling meta-gradients over chunks and processes.
@@ -90,6 +91,21 @@ class ModelDataLearner(PooledMetaLearner):
         logits on the query labels is the training loss. Runs under ``torch.vmap``: no
         data-dependent Python control flow and no ``.item()``."""
 
+    def objective(self, scores: Tensor, labels: Tensor, n_way: int) -> Tensor:
+        """The training loss of query scores ``[T, Q, n_way]`` against labels ``[T, Q]``, the
+        mean over all queries: cross-entropy of the scores as logits, unless overridden."""
+        return task_loss("classification", scores, labels)
+
+    def embedding_size(self, suite: TaskSuite) -> int:
+        """The size of one example's embedding, from one task of ``suite`` (for learners whose
+        own modules depend on it); the model's running statistics, if any, are left as they are."""
+        x = suite.sample("train", 1, torch.Generator().manual_seed(0)).support_x[0]
+        training = self.embed.training
+        with torch.no_grad():
+            size = self.embed.eval()(x.to(next(self.embed.parameters()).dtype)).shape[-1]
+        self.embed.train(training)
+        return size
+
     # -- the engine -----------------------------------------------------------------------------
 
     def logits(self, batch: TaskBatch, n_way: int | None = None) -> Tensor:
@@ -106,9 +122,10 @@ class ModelDataLearner(PooledMetaLearner):
 
     def chunk_objective(self, chunk: TaskBatch) -> tuple[Tensor, Tensor]:
         """Sum over the chunk's tasks of each task's query loss."""
-        # task_loss averages over all T·Q queries; each task has Q, so ×T sums per-task means.
-        logits = self.logits(chunk, self.__dict__.get("_train_n_way"))
-        total = task_loss("classification", logits, chunk.query_y) * chunk.num_tasks
+        # The objective averages over all T·Q queries; each task has Q, so ×T sums per-task means.
+        n_way = self.__dict__.get("_train_n_way")
+        logits = self.logits(chunk, n_way)
+        total = self.objective(logits, chunk.query_y, n_way or logits.shape[-1]) * chunk.num_tasks
         return total, total
 
     def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:

@@ -27,7 +27,8 @@ class ProtoMAMLConfig(InnerLoopConfig):
 
 
 class ProtoMAML(ModelAlgorithmLearner):
-    """MAML from a prototype-initialised head: ``model.body`` then a linear ``model.head``."""
+    """MAML from a prototype-initialised head: an :class:`torch.nn.Sequential` backbone whose last
+    layer is a linear ``head`` (conv4: ``body`` then ``head``; the MLP)."""
 
     Config = ProtoMAMLConfig
 
@@ -36,17 +37,21 @@ class ProtoMAML(ModelAlgorithmLearner):
         if suite.kind != "classification":
             raise ZooError(f"protomaml sets its head from class prototypes and needs a classification "
                            f"suite, but {suite.name} is a {suite.kind} suite")
-        head = getattr(model, "head", None)
-        if not isinstance(getattr(model, "body", None), torch.nn.Module) or not isinstance(head, torch.nn.Linear):
-            raise ZooError("protomaml needs a backbone with a submodule 'body' (the embedding) and a "
-                           "linear 'head', as conv4 has")
+        children = list(model.named_children())
+        if not (isinstance(model, torch.nn.Sequential) and children and children[-1][0] == "head"
+                and isinstance(children[-1][1], torch.nn.Linear)):
+            raise ZooError("protomaml needs an nn.Sequential backbone whose last layer is a linear "
+                           "'head' (as conv4 and the MLP are)")
         check_head(self, "head")
-        self._ways = head.out_features
+        self._layers = children[:-1]
+        self._ways = children[-1][1].out_features
 
     def task_initialisation(self, x, y):
         params = dict(self.model.named_parameters())
-        body = {name.removeprefix("body."): p for name, p in params.items() if name.startswith("body.")}
-        z = functional_call(self.model.body, body, (x,))  # [S, D]
+        z = x
+        for name, layer in self._layers:  # the embedding: every layer before the head
+            own = {key.removeprefix(name + "."): p for key, p in params.items() if key.startswith(name + ".")}
+            z = functional_call(layer, own, (z,))  # -> [S, D]
         members = one_hot(y, self._ways, z.dtype)  # [S, N]
         prototypes = members.T @ z / members.sum(0).clamp_min(1).unsqueeze(1)  # [N, D]
         return {**params, "head.weight": 2 * prototypes, "head.bias": -prototypes.pow(2).sum(-1)}

@@ -134,3 +134,66 @@ def test_protomaml_refuses_a_regression_suite(host):
     suite = host.suites.get("sinusoid").factory()
     with pytest.raises(ZooError, match="protomaml sets its head from class prototypes and needs a classification"):
         host.algorithms.get("protomaml").factory(suite.make_model(), suite)
+
+
+# -- R2D2 and Relation Networks ----------------------------------------------------------------------
+
+
+def mlp_learner(host, algorithm, **hp):
+    torch.manual_seed(0)
+    suite = host.suites.get("hyperplanes").factory()
+    model = suite.make_model().double()
+    learner = host.algorithms.get(algorithm).factory(model, suite, **hp).double()
+    batch = suite.sample("train", 3, torch.Generator().manual_seed(0)).to("cpu", torch.float64)
+    return learner, batch
+
+
+def embed(model, x):
+    return torch.relu(model.fc0(x))  # the hyperplanes MLP's layers before its head
+
+
+def r2d2_logits(learner, sx, sy, qx, ways=2):
+    """The ridge head in its primal form, W = (XᵀX + λI)⁻¹XᵀY (the learner solves the dual)."""
+    x, xq = embed(learner.model, sx), embed(learner.model, qx)
+    y = F.one_hot(sy, ways).double()
+    w = torch.linalg.solve(x.T @ x + learner.log_lambda.exp() * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y)
+    return learner.scale * (xq @ w) + learner.bias
+
+
+def relation_scores(learner, sx, sy, qx, ways=2):
+    x, xq = embed(learner.model, sx), embed(learner.model, qx)
+    classes = torch.stack([x[sy == k].sum(0) for k in range(ways)])  # sums over shots
+    return torch.stack([torch.stack([learner.relation(torch.cat([q, c])).squeeze() for c in classes])
+                        for q in xq])
+
+
+@pytest.mark.parametrize("execution", ["vmap", "loop"])
+@pytest.mark.parametrize(("algorithm", "by_hand", "task_loss"), [
+    ("r2d2", r2d2_logits, lambda scores, qy: F.cross_entropy(scores, qy)),
+    ("relationnet", relation_scores, lambda scores, qy: ((scores - F.one_hot(qy, 2).double()) ** 2).mean()),
+])
+def test_a_model_data_learner_equals_its_papers_equations_task_by_task(host, execution, algorithm, by_hand,
+                                                                      task_loss):
+    learner, batch = mlp_learner(host, algorithm, execution=execution, outer_optimizer="sgd", outer_lr=1.0)
+    tensors = list(zip(*batch.tensors()))
+    expected_scores = torch.stack([by_hand(learner, sx, sy, qx) for sx, sy, qx, _ in tensors]).detach()
+    torch.testing.assert_close(learner.predict(batch), expected_scores, rtol=1e-9, atol=1e-12)
+    params = list(learner.parameters())
+    mean_loss = sum(task_loss(by_hand(learner, sx, sy, qx), qy) for sx, sy, qx, qy in tensors) / len(tensors)
+    grads = {n: g for (n, _), g in zip(learner.named_parameters(),
+                                       torch.autograd.grad(mean_loss, params, allow_unused=True)) if g is not None}
+    moved = outer_step(learner, batch)
+    assert_gradients(moved, grads, prefix="")
+    assert all(moved[n].abs().max() == 0 for n in moved if n not in grads)  # the unused head stays
+    assert {"log_lambda", "scale", "bias"} <= set(grads) if algorithm == "r2d2" else any(
+        n.startswith("relation.") for n in grads)  # the learner's own meta-parameters are learnt too
+
+
+def test_relationnet_sizes_its_relation_module_without_touching_running_statistics():
+    suite = RandomImages(ways=3, shots=2, queries=2)
+    model = Conv4(out_features=3, hidden=8, norm="running")
+    from metazoo.plugins.relationnet import RelationNet
+
+    learner = RelationNet(model, suite)
+    assert learner.relation[0].in_features == 2 * 8
+    assert torch.equal(model.body.block0.norm.running_mean, torch.zeros(8)) and learner.model.training
