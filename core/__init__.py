@@ -23,6 +23,7 @@ hookimpl = pluggy.HookimplMarker("metazoo")
 from metazoo.config import LearnerConfig, PooledConfig, build_config, positive  # noqa: E402
 from metazoo.engine import map_tasks  # noqa: E402
 from metazoo.errors import PluginError, UsageError, ZooError  # noqa: E402
+from metazoo.image_folder import ImageSplit, load_image_folder  # noqa: E402
 from metazoo.learner import MetaLearner, PooledMetaLearner  # noqa: E402
 from metazoo.manager import Zoo, get_plugin_manager  # noqa: E402
 from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner, check_head  # noqa: E402
@@ -33,6 +34,7 @@ from metazoo.tasks import (  # noqa: E402
     TaskBatch,
     TaskSuite,
     check_split,
+    draw_distinct,
     split_stream,
     task_loss,
     task_metrics,
@@ -67,6 +69,9 @@ __all__ = [
     "one_hot",
     "positive",
     "split_stream",
+    "draw_distinct",
+    "ImageSplit",
+    "load_image_folder",
     "task_loss",
     "task_metrics",
 ]

@@ -36,6 +36,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "sinusoid",
     "hyperplanes",
     "omniglot",
+    "images",
     "backbones",
     "csv_logger",
     "tensorboard_logger",

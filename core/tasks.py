@@ -125,6 +125,12 @@ def task_metrics(kind: Kind, prediction: torch.Tensor, target: torch.Tensor) -> 
     return (prediction - target).pow(2).flatten(1).mean(dim=1)
 
 
+def draw_distinct(generator: torch.Generator, rows: int, n: int, k: int) -> torch.Tensor:
+    """``[rows, k]``: for each row, ``k`` distinct indices of ``0..n-1`` in random order."""
+    keys = torch.rand(rows, n, generator=generator, dtype=torch.float64)
+    return keys.argsort(dim=1, stable=True)[:, :k]
+
+
 def split_stream(generator: torch.Generator, split: str) -> torch.Generator:
     """A generator of ``split``'s own, seeded by one draw from ``generator`` and the split: the
     same state of ``generator`` gives the same tasks, and two splits never share a stream."""

@@ -38,7 +38,7 @@ import torch
 from metazoo.config import build_config, positive
 from metazoo.data import DRAWINGS, load_omniglot
 from metazoo.errors import ZooError
-from metazoo.tasks import TaskBatch, TaskSuite, check_split
+from metazoo.tasks import TaskBatch, TaskSuite, check_split, draw_distinct
 
 PAPER = (
     "Lake, Salakhutdinov & Tenenbaum. Human-level concept learning through probabilistic program "
@@ -135,14 +135,14 @@ class Omniglot(TaskSuite):
         c = self.config
         if c.classes == "rotations":
             table = self.classes(split)  # [C, 2]
-            chosen = table[_draw(generator, num_tasks, len(table), c.ways)]  # [T, N, 2]
+            chosen = table[draw_distinct(generator, num_tasks, len(table), c.ways)]  # [T, N, 2]
         else:
             check_split(split)
             characters = self.data[1][split]
-            picked = characters[_draw(generator, num_tasks, len(characters), c.ways)]  # [T, N]
+            picked = characters[draw_distinct(generator, num_tasks, len(characters), c.ways)]  # [T, N]
             turns = torch.randint(ROTATIONS, (num_tasks, c.ways), generator=generator)  # [T, N]
             chosen = torch.stack([picked, turns], dim=2)  # [T, N, 2]
-        drawings = _draw(generator, num_tasks * c.ways, DRAWINGS, c.shots + c.queries)
+        drawings = draw_distinct(generator, num_tasks * c.ways, DRAWINGS, c.shots + c.queries)
         drawings = drawings.view(num_tasks, c.ways, -1)  # [T, N, K+Q], distinct per class
         support = self._take(chosen, drawings[:, :, : c.shots], generator)
         query = self._take(chosen, drawings[:, :, c.shots :], generator)
@@ -157,7 +157,7 @@ class Omniglot(TaskSuite):
         """
         num_tasks, ways, per_class = drawings.shape
         labels = torch.arange(ways).repeat_interleave(per_class).expand(num_tasks, -1)  # [T, M]
-        order = _draw(generator, num_tasks, ways * per_class, ways * per_class)  # [T, M]
+        order = draw_distinct(generator, num_tasks, ways * per_class, ways * per_class)  # [T, M]
         labels = labels.gather(1, order)
         drawings = drawings.flatten(1).gather(1, order)  # [T, M]
         character = chosen[..., 0].gather(1, labels)  # [T, M]
@@ -170,12 +170,6 @@ class Omniglot(TaskSuite):
 
         c = self.config
         return Conv4(in_channels=1, out_features=c.ways, image_size=c.image_size)
-
-
-def _draw(generator: torch.Generator, rows: int, n: int, k: int) -> torch.Tensor:
-    """``[rows, k]``: for each row, ``k`` distinct indices of ``0..n-1`` in random order."""
-    keys = torch.rand(rows, n, generator=generator, dtype=torch.float64)
-    return keys.argsort(dim=1, stable=True)[:, :k]
 
 
 def _rotate(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:

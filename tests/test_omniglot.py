@@ -22,7 +22,8 @@ from metazoo.data import (
     load_omniglot,
 )
 from metazoo.errors import ZooError
-from metazoo.plugins.omniglot import Omniglot, _draw, split_characters
+from metazoo.plugins.omniglot import Omniglot, split_characters
+from metazoo.tasks import draw_distinct
 from PIL import Image
 
 # The repository is cloned next to shared/ (locally /work/main beside /work/shared; in CI a
@@ -181,7 +182,7 @@ def test_shapes_and_labels(make_suite, ways, shots):
 
 
 def test_draw_gives_distinct_indices():
-    rows = _draw(torch.Generator().manual_seed(0), 50, 20, 20)
+    rows = draw_distinct(torch.Generator().manual_seed(0), 50, 20, 20)
     assert (rows.sort(dim=1).values == torch.arange(20)).all()
 
 
