@@ -176,7 +176,9 @@ class PooledMetaLearner(MetaLearner):
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         if scheduler is not None:
-            scheduler.step()
+            with warnings.catch_warnings():  # the compiled step updates without optimizer.step()
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+                scheduler.step()
         return stats
 
     def _functional_step(self, params, state, tensors):
