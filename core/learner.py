@@ -177,7 +177,7 @@ class PooledMetaLearner(MetaLearner):
             self.optimizer.zero_grad(set_to_none=True)
         if scheduler is not None:
             with warnings.catch_warnings():  # the compiled step updates without optimizer.step()
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
                 scheduler.step()
         return stats
 

@@ -111,6 +111,7 @@ def test_compile_is_an_execution_setting_not_part_of_the_run_or_the_row(zoo, tmp
     assert list(rows["label"]) == ["maml"] and list(rows["seeds"]) == [2]
 
 
+@pytest.mark.filterwarnings("error:Detected call of:UserWarning")  # no spurious scheduler warning
 @pytest.mark.parametrize("compile_step", [False, True])
 def test_the_outer_rate_follows_its_schedule_in_both_steps(host, one_thread, compile_step):
     suite = host.suites.get("hyperplanes").factory()
