@@ -29,6 +29,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "anil",
     "boil",
     "protomaml",
+    "imaml",
     "protonet",
     "matchingnet",
     "r2d2",

@@ -197,3 +197,71 @@ def test_relationnet_sizes_its_relation_module_without_touching_running_statisti
     learner = RelationNet(model, suite)
     assert learner.relation[0].in_features == 2 * 8
     assert torch.equal(model.body.block0.norm.running_mean, torch.zeros(8)) and learner.model.training
+
+
+# -- iMAML ----------------------------------------------------------------------------------------
+
+
+class LinearTasks:
+    """Linear regression tasks y = w·x + 0.1·noise in R³ (a quadratic inner problem)."""
+
+    name, kind = "linear-tasks", "regression"
+
+    def sample(self, split, num_tasks, generator):
+        from metazoo.tasks import TaskBatch
+
+        w = torch.randn(num_tasks, 3, 1, generator=generator, dtype=torch.float64)
+
+        def part(n):
+            x = torch.randn(num_tasks, n, 3, generator=generator, dtype=torch.float64)
+            return x, x @ w + 0.1 * torch.randn(num_tasks, n, 1, generator=generator, dtype=torch.float64)
+
+        return TaskBatch(*part(6), *part(5))
+
+    def make_model(self):
+        from collections import OrderedDict
+
+        return torch.nn.Sequential(OrderedDict(head=torch.nn.Linear(3, 1))).double()
+
+
+def exact_implicit_gradient(theta_w, theta_b, batch, lam):
+    """Mean over tasks of dL_query(φ*(θ))/dθ, with φ*(θ) = argmin L_support(φ) + (λ/2)‖φ − θ‖² in
+    closed form: (H + λI)φ* = λθ + (2/n)Aᵀy for L_support = (1/n)‖Aφ − y‖², A = [X, 1]."""
+    theta = torch.cat([theta_w.flatten(), theta_b]).requires_grad_(True)
+    total = 0.0
+    for sx, sy, qx, qy in zip(*batch.tensors()):
+        a = torch.cat([sx, torch.ones(sx.shape[0], 1, dtype=sx.dtype)], 1)
+        n = a.shape[0]
+        phi = torch.linalg.solve(2 / n * a.T @ a + lam * torch.eye(4, dtype=a.dtype), lam * theta + 2 / n * a.T @ sy[:, 0])
+        aq = torch.cat([qx, torch.ones(qx.shape[0], 1, dtype=qx.dtype)], 1)
+        total = total + ((aq @ phi - qy[:, 0]) ** 2).mean()
+    (grad,) = torch.autograd.grad(total / batch.num_tasks, theta)
+    return {"head.weight": grad[:3].view(1, 3), "head.bias": grad[3:]}
+
+
+@pytest.mark.parametrize("execution", ["vmap", "loop"])
+def test_imaml_gives_the_exact_implicit_meta_gradient_on_a_quadratic_problem(host, execution):
+    suite = LinearTasks()
+    torch.manual_seed(0)
+    learner = host.algorithms.get("imaml").factory(suite.make_model(), suite, lam=2.0, inner_steps=400,
+                                                   inner_lr=0.05, cg_steps=4, execution=execution,
+                                                   outer_optimizer="sgd", outer_lr=1.0)
+    batch = suite.sample("train", 3, torch.Generator().manual_seed(1))
+    head = learner.model.head
+    expected = exact_implicit_gradient(head.weight.detach(), head.bias.detach(), batch, lam=2.0)
+    assert_gradients(outer_step(learner, batch), expected)
+
+
+def test_imamls_meta_gradient_is_not_maml_first_order(host):
+    """Guard for the test above: the implicit correction (I + H/λ)⁻¹ matters in its setting."""
+    suite = LinearTasks()
+    torch.manual_seed(0)
+    learner = host.algorithms.get("imaml").factory(suite.make_model(), suite, lam=2.0, inner_steps=400,
+                                                   inner_lr=0.05, cg_steps=4, outer_optimizer="sgd", outer_lr=1.0)
+    batch = suite.sample("train", 3, torch.Generator().manual_seed(1))
+    head = learner.model.head
+    exact = exact_implicit_gradient(head.weight.detach(), head.bias.detach(), batch, lam=2.0)
+    one_cg = host.algorithms.get("imaml").factory(learner.model, suite, lam=2.0, inner_steps=400, inner_lr=0.05,
+                                                  cg_steps=1, outer_optimizer="sgd", outer_lr=1.0)
+    moved = outer_step(one_cg, batch)
+    assert (moved["model.head.weight"] - exact["head.weight"]).abs().max() > 1e-3

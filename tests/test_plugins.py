@@ -30,7 +30,7 @@ def test_blocking_a_builtin_removes_its_entries():
 
 def test_shell_patterns_select_in_order_and_unknown_names_list_choices():
     zoo = Zoo(get_plugin_manager(autoload=False))
-    assert [e.name for e in zoo.algorithms.select(["*maml", "anil"])] == ["fomaml", "maml", "protomaml", "anil"]
+    assert [e.name for e in zoo.algorithms.select(["*maml", "anil"])] == ["fomaml", "imaml", "maml", "protomaml", "anil"]
     with pytest.raises(UsageError, match=r"unknown algorithm 'mamba'.*available: anil, boil, fomaml"):
         zoo.algorithms.select(["mamba"])
 

@@ -139,10 +139,10 @@ def test_a_broken_learner_fails_the_check_it_breaks(one_thread, factory, checks)
 
 
 def test_zoo_check_passes_every_built_in_algorithm(zoo, one_thread):
-    code, stdout, stderr = zoo("check", "maml", "fomaml", "reptile", "metasgd", "anil", "boil", "protomaml",
+    code, stdout, stderr = zoo("check", "maml", "fomaml", "reptile", "metasgd", "anil", "boil", "protomaml", "imaml",
                                "protonet", "matchingnet", "r2d2", "relationnet")
     assert code == 0, stdout + stderr
-    assert stdout.strip().endswith("11 of 11 passed every check")
+    assert stdout.strip().endswith("12 of 12 passed every check")
 
 
 def test_zoo_check_passes_every_built_in_suite(zoo, one_thread):
