@@ -51,7 +51,7 @@ class Drifting(metazoo.MetaLearner):
     def meta_train_step(self, batch):
         with torch.no_grad():
             self.offset += 1.0
-        return {"loss": float(self.offset)}
+        return {"loss": float(self.offset.detach())}
 
     def predict(self, batch):
         return self.offset.detach().expand(batch.query_y.shape).clone()
