@@ -265,3 +265,54 @@ def test_imamls_meta_gradient_is_not_maml_first_order(host):
                                                   cg_steps=1, outer_optimizer="sgd", outer_lr=1.0)
     moved = outer_step(one_cg, batch)
     assert (moved["model.head.weight"] - exact["head.weight"]).abs().max() > 1e-3
+
+
+# -- Matching Networks' full-context embeddings ----------------------------------------------------
+
+
+def torch_cell(ours):
+    """torch's LSTMCell (gates i, f, g, o) with our cell's weights."""
+    size = ours.input.in_features
+    cell = torch.nn.LSTMCell(size, size).double()
+    with torch.no_grad():
+        cell.weight_ih.copy_(ours.input.weight), cell.bias_ih.copy_(ours.input.bias)
+        cell.weight_hh.copy_(ours.hidden.weight), cell.bias_hh.zero_()
+    return cell
+
+
+def fce_by_hand(learner, support, query, steps):
+    """Vinyals et al. 2016, Appendix A, with torch's LSTM cells, one example at a time."""
+    forward, backward, attend = (torch_cell(c) for c in (learner.support_forward, learner.support_backward,
+                                                         learner.query_cell))
+
+    def run(cell, rows):
+        h = c = torch.zeros(1, rows.shape[1], dtype=rows.dtype)
+        out = []
+        for x in rows:
+            h, c = cell(x[None], (h, c))
+            out.append(h[0])
+        return torch.stack(out)
+
+    g = run(forward, support) + run(backward, support.flip(0)).flip(0) + support
+    fs = []
+    for q in query:
+        h, c, r = q[None], torch.zeros(1, q.shape[0], dtype=q.dtype), torch.zeros(1, q.shape[0], dtype=q.dtype)
+        for _ in range(steps):
+            h, c = attend(q[None], (h + r, c))
+            h = h + q[None]
+            r = torch.softmax(h @ g.T, dim=-1) @ g
+        fs.append(h[0])
+    return g, torch.stack(fs)
+
+
+@pytest.mark.parametrize("execution", ["vmap", "loop"])
+def test_matching_networks_full_context_embeddings_follow_the_appendix(host, execution):
+    learner, batch = mlp_learner(host, "matchingnet", fce=True, fce_steps=3, execution=execution)
+    expected = []
+    for sx, sy, qx, _ in zip(*batch.tensors()):
+        g, f = fce_by_hand(learner, embed(learner.model, sx), embed(learner.model, qx), steps=3)
+        attention = (F.normalize(f, dim=-1) @ F.normalize(g, dim=-1).T).softmax(-1)
+        expected.append((attention @ F.one_hot(sy, 2).double()).log())
+    torch.testing.assert_close(learner.predict(batch), torch.stack(expected).detach(), rtol=1e-9, atol=1e-12)
+    plain, _ = mlp_learner(host, "matchingnet")
+    assert not torch.allclose(plain.predict(batch), learner.predict(batch))  # the context changes the scores
