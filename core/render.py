@@ -54,7 +54,8 @@ def display_table(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         digits = 2 if unit else 3
         metric_name = f"test {row['metric'] or 'result'}{' (%)' if unit else ''}"
         if math.isnan(row["mean"]):
-            result = f"failed: {row['error']}" if row["failed"] else "no runs"
+            result = (f"failed: {row['error']}" if row["failed"] and not row["seeds"]
+                      else "NaN: diverged on some test tasks" if row["seeds"] else "no runs")
         else:
             result = f"{row['mean'] * scale:.{digits}f} ± {row['ci95'] * scale:.{digits}f}"
             if row["failed"]:

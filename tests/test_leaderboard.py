@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from metazoo.leaderboard import average_ranks, summarize
 from metazoo.milestones import milestone_table
-from metazoo.render import render
+from metazoo.render import display_table, render
 from metazoo.statistics import paired_t_test
 
 
@@ -238,3 +238,8 @@ def test_a_lower_is_better_milestone_is_reached_from_above():
 def test_without_milestones_or_published_numbers_there_is_no_time_table():
     assert milestone_table(summarize([record("b", "maml", BEST)])).empty
     assert "Time to reach" not in render(summarize([record("b", "maml", BEST)]), "md")
+
+
+def test_a_run_whose_test_diverged_says_so_rather_than_no_runs():
+    table, _ = display_table(summarize([record("b", "maml", [0.5, float("nan")]), record("b", "anil", [0.4, 0.6])]))
+    assert "NaN: diverged on some test tasks" in list(table.iloc[:, 3])
