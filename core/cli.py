@@ -22,7 +22,7 @@ from metazoo.leaderboard import group_records, slug, summarize
 from metazoo.manager import Zoo, get_plugin_manager, parse_plugin_options
 from metazoo.records import read_records
 from metazoo.render import FORMATS, render, results_index
-from metazoo.run import device_name, resolve_device, suite_options
+from metazoo.run import STOP, device_name, resolve_device, suite_options
 
 DEFAULT_BENCHMARK = "sinusoid"
 DEFAULT_OUT = "zoo-results"
@@ -194,12 +194,17 @@ def bench(zoo: Zoo, algos, benchmark_names, suite, ways, shots, queries, backbon
         f"× seed(s) {', '.join(map(str, sorted({r.seed for r in runs})))} on {device_name(torch_device)}, "
         f"{where}")
     command = shlex.join(["zoo", *click.get_current_context().meta.get(ARGV, ["bench"])])
+    STOP.clear()
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:  # not where the shell ignores it (background jobs)
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         records = run_bench(runs, runner, out_dir, torch_device, force=force, log=log, warn=_warn,
                             command=command)
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        signal.signal(signal.SIGINT, previous_int if previous_int is not None else signal.SIG_DFL)
     folder_records = []
     for name in benchmarks:  # each folder's leaderboard holds every record in it, whoever wrote it
         folder = out_dir / name
@@ -231,7 +236,9 @@ def _warn(message: str) -> None:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM stops ``zoo bench`` as Ctrl-C does: runs in progress are stopped, claims released."""
+    """SIGTERM (and Ctrl-C) stop ``zoo bench``: runs in progress are stopped, claims released.
+    The flag stops the run at its next step should the exception be swallowed on its way."""
+    STOP.set()
     raise KeyboardInterrupt
 
 

@@ -14,6 +14,7 @@ import re
 import resource
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -55,6 +56,13 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UsageError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+#: Set by ``zoo bench``'s signal handler beside the KeyboardInterrupt it raises: a run checks it
+#: before every step, so the run stops even where the exception was lost (an exception raised
+#: while torch.compile's frame-evaluation callback runs can be swallowed by it; SIGTERM was seen
+#: ignored for over a minute by runs of compiled steps).
+STOP = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -247,6 +255,8 @@ def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: to
         resumed = [*resumed, step]
     budget_clock = time.process_time if budget.clock == "cpu" else time.perf_counter
     while (budget.steps is None or step < budget.steps) and (budget.time is None or budget_time < budget.time):
+        if STOP.is_set():
+            raise KeyboardInterrupt
         tick, budget_tick = time.perf_counter(), budget_clock()
         batch = train_batch(train_suite or suite, run.seed, step, meta_batch).to(device)
         stats = learner.meta_train_step(batch)

@@ -276,3 +276,24 @@ def test_from_record_refuses_other_run_options_and_records_without_a_spec(zoo, t
     assert code == 2 and f"{path}: the record has no 'spec'" in stderr
     code, _, stderr = zoo("bench", "--from-record", str(tmp_path / "nope.json"), "--out", str(tmp_path))
     assert code == 2 and "does not exist" in stderr
+
+
+def test_a_stop_request_ends_the_run_even_if_its_interrupt_was_swallowed(tmp_path):
+    """zoo bench's signal handler sets metazoo.run.STOP beside raising KeyboardInterrupt; a run
+    stops at its next step on the flag alone (the exception may be lost inside torch.compile)."""
+    import torch
+    from metazoo.bench import plan, run_bench
+    from metazoo.executors import InProcess, WorkerContext
+    from metazoo.run import STOP
+
+    spec = load_benchmark(write_spec(tmp_path, "stop"))
+    zoo = Zoo()
+    runs = plan(zoo, [spec], ["fomaml"], [0])
+    STOP.set()  # as if the handler ran and its exception vanished
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_bench(runs, InProcess(zoo, WorkerContext.of(zoo, "cpu")), tmp_path / "out", torch.device("cpu"),
+                      log=lambda message: None)
+    finally:
+        STOP.clear()
+    assert not list((tmp_path / "out").rglob("*.json"))  # no record: the run did not finish
