@@ -296,12 +296,12 @@ def _write_cache(path: Path, data: OmniglotImages) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"images": data.images, "characters": list(data.characters)}
-        _atomic_write(path, lambda f: torch.save(payload, f))
+        atomic_write(path, lambda f: torch.save(payload, f))
     except OSError as exc:
         warnings.warn(f"could not write the Omniglot cache {path}: {exc}", stacklevel=3)
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """``write(file)`` into a temporary file beside ``path``, then move it into place."""
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
@@ -373,7 +373,7 @@ def _fetch(url: str, path: Path, md5: str, timeout: float) -> None:
             )
 
     try:
-        _atomic_write(path, write)
+        atomic_write(path, write)
     except OSError as exc:  # urllib's URLError and HTTPError included
         raise ZooError(
             f"could not download {url} ({exc}); {path} was not written. Without internet, copy "

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from metazoo.data import _atomic_write, cache_dir
+from metazoo.data import atomic_write, cache_dir
 from metazoo.errors import ZooError
 from metazoo.tasks import SPLITS
 from PIL import Image, UnidentifiedImageError
@@ -91,7 +91,7 @@ def load_image_folder(root: str | Path, image_size: int, channels: int) -> dict[
             cache.parent.mkdir(parents=True, exist_ok=True)
             payload = {s: {"images": v.images, "offsets": v.offsets, "counts": v.counts,
                            "classes": list(v.classes)} for s, v in loaded.items()}
-            _atomic_write(cache, lambda f: torch.save(payload, f))
+            atomic_write(cache, lambda f: torch.save(payload, f))
         except OSError as exc:
             warnings.warn(f"could not write the image cache {cache}: {exc}", stacklevel=2)
     return loaded
