@@ -31,19 +31,25 @@ def check_supported(optimizer: torch.optim.Optimizer) -> str:
     return kind
 
 
-def read_state(optimizer: torch.optim.Optimizer, kind: str, params: list[torch.Tensor]) -> dict[str, Any]:
-    """The optimiser's state as tensors (zeros where it has taken no step yet), and its rate."""
+def state_tensors(optimizer: torch.optim.Optimizer, kind: str, params: list[torch.Tensor]) -> dict[str, Any]:
+    """The optimiser's own state tensors, for :func:`update` and :func:`copy_state_`, and its
+    rate. Adam's state is created where it has taken no step yet (zeros, step 0), in
+    ``torch.optim``'s own format, so that the compiled step can update it in place and an eager
+    ``optimizer.step()`` can take over at any step."""
     group = optimizer.param_groups[0]
     lr = torch.tensor(float(group["lr"]), dtype=torch.float64)
     if kind == "sgd":
         return {"lr": lr}
-    first = optimizer.state.get(params[0], {})
-    step = first.get("step", torch.tensor(0.0))
+    for p in params:
+        if not optimizer.state.get(p):
+            optimizer.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p.detach()),
+                                  "exp_avg_sq": torch.zeros_like(p.detach())}
+    states = [optimizer.state[p] for p in params]
     return {
         "lr": lr,
-        "step": torch.as_tensor(step, dtype=torch.float32).detach().clone(),
-        "exp_avg": [optimizer.state.get(p, {}).get("exp_avg", torch.zeros_like(p)).detach() for p in params],
-        "exp_avg_sq": [optimizer.state.get(p, {}).get("exp_avg_sq", torch.zeros_like(p)).detach() for p in params],
+        "step": [s["step"] for s in states],
+        "exp_avg": [s["exp_avg"] for s in states],
+        "exp_avg_sq": [s["exp_avg_sq"] for s in states],
         "betas": tuple(group["betas"]),
         "eps": float(group["eps"]),
     }
@@ -55,7 +61,7 @@ def update(kind: str, params: list[torch.Tensor], grads: list[torch.Tensor], sta
     if kind == "sgd":
         return [p - (lr * g).to(p.dtype) for p, g in zip(params, grads)], state
     beta1, beta2 = state["betas"]
-    step = state["step"] + 1
+    step = state["step"][0] + 1  # every parameter's step count is the same
     bias1 = 1 - beta1 ** step.double()
     bias2 = 1 - beta2 ** step.double()
     new_params, exp_avgs, exp_avg_sqs = [], [], []
@@ -66,12 +72,13 @@ def update(kind: str, params: list[torch.Tensor], grads: list[torch.Tensor], sta
         new_params.append(p - (lr / bias1).to(p.dtype) * m / denom)
         exp_avgs.append(m)
         exp_avg_sqs.append(v)
-    return new_params, {**state, "step": step, "exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs}
+    steps = [step] * len(params)
+    return new_params, {**state, "step": steps, "exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs}
 
 
-def write_state(optimizer: torch.optim.Optimizer, kind: str, params: list[torch.Tensor], state: dict[str, Any]) -> None:
-    """Store ``state`` (from :func:`update`) as the optimiser's own."""
-    if kind == "sgd":
-        return
-    for p, m, v in zip(params, state["exp_avg"], state["exp_avg_sq"]):
-        optimizer.state[p] = {"step": state["step"].clone(), "exp_avg": m, "exp_avg_sq": v}
+def copy_state_(state: dict[str, Any], new: dict[str, Any]) -> None:
+    """Write ``new`` (from :func:`update`) into the tensors of ``state`` (from
+    :func:`state_tensors`), in place."""
+    for key in ("step", "exp_avg", "exp_avg_sq"):
+        for old, value in zip(state.get(key, ()), new.get(key, ())):
+            old.copy_(value)

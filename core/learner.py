@@ -182,8 +182,10 @@ class PooledMetaLearner(MetaLearner):
         return stats
 
     def _functional_step(self, params, state, tensors):
-        """One outer step as a pure function: mean meta-gradient over the chunks of ``tensors``
-        (a meta-batch), then the optimiser's update. Returns new parameters, state and loss."""
+        """One outer step, the function that is compiled: the mean meta-gradient over the chunks
+        of ``tensors`` (a meta-batch), then the optimiser's update, written into ``params`` (the
+        meta-parameters' own storage) and ``state`` (the optimiser's tensors) in place, which
+        inductor does in its own kernels. Returns the mean loss."""
         kind = self.__dict__["_optimizer_kind"]
         names = list(params)
         size = self.config.chunk_size or tensors[0].shape[0]
@@ -199,26 +201,29 @@ class PooledMetaLearner(MetaLearner):
             grad_sums = grads if grad_sums is None else {n: grad_sums[n] + grads[n] for n in names}
             loss_sum = loss_sum + loss
         mean = [grad_sums[n] / total for n in names]
-        new, state = functional_optim.update(kind, [params[n] for n in names], mean, state)
-        return dict(zip(names, new)), state, loss_sum / total
+        new, new_state = functional_optim.update(kind, [params[n] for n in names], mean, state)
+        for name, value in zip(names, new):
+            params[name].copy_(value)
+        functional_optim.copy_state_(state, new_state)
+        return loss_sum / total
 
     def _compiled_train_step(self, batch: TaskBatch) -> dict[str, float] | None:
         """The compiled outer step; None (after one warning) if this learner cannot be compiled."""
-        named = list(self.named_parameters())
-        params = [p for _, p in named]
         first = "_compiled" not in self.__dict__
         try:
             if first:
                 self.__dict__["_optimizer_kind"] = functional_optim.check_supported(self.optimizer)
                 self.__dict__["_compiled"] = torch.compile(self._functional_step, fullgraph=True, dynamic=False)
-            kind = self.__dict__["_optimizer_kind"]
-            state = functional_optim.read_state(self.optimizer, kind, params)
+            named = list(self.named_parameters())
+            state = functional_optim.state_tensors(
+                self.optimizer, self.__dict__["_optimizer_kind"], [p for _, p in named])
+            tensors = batch.tensors()
             self.train()
             started = time.perf_counter()
             self.__dict__["_functional"] = True  # the inner loop runs under torch.func transforms
             try:
-                new, state, loss = self.__dict__["_compiled"](
-                    {n: p.detach() for n, p in named}, state, batch.tensors())
+                with torch.no_grad():  # the update writes into the parameters' storage
+                    loss = self.__dict__["_compiled"]({n: p.detach() for n, p in named}, state, tensors)
             finally:
                 self.__dict__["_functional"] = False
             loss = loss.item()
@@ -229,10 +234,6 @@ class PooledMetaLearner(MetaLearner):
                           f"{str(exc).splitlines()[0] if str(exc) else ''}); using the eager step",
                           stacklevel=2)
             return None
-        with torch.no_grad():
-            for (_, p), value in zip(named, new.values()):
-                p.copy_(value)
-        functional_optim.write_state(self.optimizer, kind, params, state)
         return {"loss": loss, "compile_s": elapsed} if first else {"loss": loss}
 
 
