@@ -10,8 +10,9 @@ Public API for users and plugin authors::
 
 See :mod:`metazoo.hookspecs` for every hook, :mod:`metazoo.testing` for the conformance kit and
 ``plugins/README.md`` for the author's guide. Everything a plugin needs is exported here: the
-learner bases and their configs, tasks and suites, the backbones (``MLP``, ``Conv4``), config
-helpers (``build_config``, ``positive``), the losses and metrics, and the errors.
+learner bases and their configs, tasks and suites, the backbones (``MLP``, ``Conv4``) and their
+batch norms (``BatchStatNorm``, ``RunningBatchNorm``), config helpers (``build_config``,
+``positive``), the losses and metrics, and the errors.
 """
 
 import pluggy
@@ -21,29 +22,34 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("metazoo")
 
 from metazoo.config import LearnerConfig, PooledConfig, build_config, positive  # noqa: E402
-from metazoo.engine import map_tasks  # noqa: E402
+from metazoo.engine import GradientPool, map_tasks  # noqa: E402
 from metazoo.errors import PluginError, UsageError, ZooError  # noqa: E402
 from metazoo.image_folder import ImageSplit, load_image_folder  # noqa: E402
 from metazoo.learner import MetaLearner, PooledMetaLearner  # noqa: E402
 from metazoo.manager import Zoo, get_plugin_manager  # noqa: E402
 from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner, check_head  # noqa: E402
 from metazoo.model_data import ModelDataConfig, ModelDataLearner, embedding, one_hot  # noqa: E402
-from metazoo.models import MLP, Conv4  # noqa: E402
+from metazoo.models import MLP, BatchStatNorm, Conv4, RunningBatchNorm  # noqa: E402
 from metazoo.tasks import (  # noqa: E402
     SPLITS,
+    LabelledBatch,
     TaskBatch,
     TaskSuite,
     check_split,
     draw_distinct,
+    offers_labelled_batches,
     split_stream,
     task_loss,
     task_metrics,
+    trains_on,
 )
 
 __all__ = [
     "MLP",
     "SPLITS",
+    "BatchStatNorm",
     "Conv4",
+    "RunningBatchNorm",
     "InnerLoopConfig",
     "LearnerConfig",
     "MetaLearner",
@@ -53,6 +59,8 @@ __all__ = [
     "PluginError",
     "PooledConfig",
     "PooledMetaLearner",
+    "GradientPool",
+    "LabelledBatch",
     "TaskBatch",
     "TaskSuite",
     "UsageError",
@@ -70,6 +78,8 @@ __all__ = [
     "positive",
     "split_stream",
     "draw_distinct",
+    "offers_labelled_batches",
+    "trains_on",
     "ImageSplit",
     "load_image_folder",
     "task_loss",

@@ -16,6 +16,7 @@ from metazoo.manager import Zoo
 from metazoo.records import RunLock, finished_record, read_record, write_record
 from metazoo.registry import suite_kinds
 from metazoo.run import Run, failed_record, make_learner, make_suite, resolved_hyperparameters
+from metazoo.tasks import offers_labelled_batches, trains_on
 
 if TYPE_CHECKING:
     import torch
@@ -35,13 +36,14 @@ def plan(
     anything runs, and list the runs: benchmarks × algorithms × seeds, in that order.
 
     ``algorithms`` are names or shell patterns; ``["*"]`` takes every algorithm that fits each
-    suite, while a model-data learner named explicitly is an error if no suite is a
-    classification suite. ``compile`` (``--compile``/``--no-compile``), where given, sets the
+    suite (its kinds of suite, and labelled batches for a learner with ``trains_on =
+    "labelled"``), while an algorithm named explicitly that fits no suite is an error saying
+    what it needs. ``compile`` (``--compile``/``--no-compile``), where given, sets the
     ``compile`` hyperparameter of every learner that has one (not part of the run key).
     """
     entries = zoo.algorithms.select(algorithms)
     explicit = algorithms != ["*"]
-    runs, placed, kinds = [], set(), {}
+    runs, placed, suites = [], set(), {}
     for spec in specs:
         zoo.suites.get(spec.suite)
         for section, tables in (("algorithms", spec.algorithms), ("training_protocol", spec.training_protocols),
@@ -51,8 +53,10 @@ def plan(
                      f"available: {', '.join(zoo.algorithms.names())}")
         suite = make_suite(zoo, spec, data_dir)
         suite.prepare()
-        kinds[spec.suite] = suite.kind
-        fits = [e for e in entries if suite_kinds(e) is None or suite.kind in suite_kinds(e)]
+        labelled = offers_labelled_batches(suite)
+        suites[spec.suite] = f"{suite.kind}{', labelled batches' if labelled else ''}"
+        fits = [e for e in entries if (suite_kinds(e) is None or suite.kind in suite_kinds(e))
+                and (labelled or trains_on(e.factory) != "labelled")]
         for entry in fits:
             learner = make_learner(Run(spec, entry, 0), suite, zoo.backbones)
             if spec.training_protocols.get(entry.name):
@@ -67,10 +71,18 @@ def plan(
             runs.extend(Run(own, entry, seed, resolved) for seed in seeds)
     unplaced = [e for e in entries if e.name not in placed]
     if explicit and unplaced:
-        suites = ", ".join(f"{s} ({k})" for s, k in sorted(kinds.items()))
-        raise UsageError("; ".join(f"{e.name} takes only {' or '.join(suite_kinds(e))} suites" for e in unplaced)
-                         + f", and the benchmarks' suites are {suites}")
+        described = ", ".join(f"{s} ({k})" for s, k in sorted(suites.items()))
+        raise UsageError("; ".join(_requirement(e) for e in unplaced) + f", and the benchmarks' suites are {described}")
     return runs
+
+
+def _requirement(entry) -> str:
+    """What suite an algorithm takes, for the error that none of the benchmarks' suites fits it."""
+    kinds = " or ".join(suite_kinds(entry) or ("any",))
+    if trains_on(entry.factory) == "labelled":
+        return (f"{entry.name} trains on labelled batches: it takes only {kinds} suites that offer them "
+                "(TaskSuite.sample_labelled and num_classes, as omniglot and images do)")
+    return f"{entry.name} takes only {kinds} suites"
 
 
 def _check_training_protocol(zoo: Zoo, spec: Benchmark, entry, suite, data_dir: str | None) -> None:
@@ -78,6 +90,9 @@ def _check_training_protocol(zoo: Zoo, spec: Benchmark, entry, suite, data_dir: 
     model-algorithm learner's head is sized by the test protocol, so its way may not change."""
     train_suite = make_suite(zoo, spec.training_benchmark(entry.name), data_dir)
     train_suite.prepare()
+    if trains_on(entry.factory) == "labelled" and not offers_labelled_batches(train_suite):
+        raise ZooError(f"{spec.source} [training_protocol.{entry.name}]: {entry.name} trains on labelled "
+                       f"batches, which the training protocol's suite does not offer")
     if entry.family == "model-algorithm" and getattr(train_suite, "ways", None) != getattr(suite, "ways", None):
         raise ZooError(f"{spec.source} [training_protocol.{entry.name}]: a model-algorithm learner trains and "
                        f"tests one model, whose head has as many outputs as the test protocol's ways "

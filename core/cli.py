@@ -360,8 +360,10 @@ def _publish(root: Path, records: list[dict], shown_root: str, write: bool) -> N
 def check(zoo: Zoo, names: tuple[str, ...], data_dir: str | None) -> None:
     """Run the conformance kit (metazoo.testing) on installed algorithms and suites (names or
     shell patterns; default: all). Algorithms are checked on hyperplanes, a data-free
-    classification suite that both families take. One line per failed check; exit 1 if any."""
+    classification suite that both families take, and those that train on labelled batches on
+    the kit's data-free GaussianClasses. One line per failed check; exit 1 if any."""
     from metazoo import testing
+    from metazoo.tasks import trains_on
 
     patterns = names or ("*",)
     suites = [e for e in zoo.suites if any(_match(e.name, p) for p in patterns)]
@@ -381,7 +383,9 @@ def check(zoo: Zoo, names: tuple[str, ...], data_dir: str | None) -> None:
         for failure in failures:
             click.echo(f"FAIL suite {entry.name}: {failure}")
     for entry in algorithms:
-        failures = testing.check_learner(entry.factory, zoo.suites.get("hyperplanes").factory())
+        suite = testing.GaussianClasses() if trains_on(entry.factory) == "labelled" \
+            else zoo.suites.get("hyperplanes").factory()
+        failures = testing.check_learner(entry.factory, suite)
         checked += 1
         failed += bool(failures)
         for failure in failures:

@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterator
 
 import torch
-from metazoo.tasks import TaskBatch, TaskSuite, task_metrics
+from metazoo.tasks import LabelledBatch, TaskBatch, TaskSuite, task_metrics
 
 #: Bumped whenever the derivation of task lists changes; part of every benchmark's protocol hash.
 TASK_SAMPLING = 2
@@ -35,9 +35,15 @@ def task_generator(split: str, seed: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(task_seed(split, seed, index))
 
 
-def train_batch(suite: TaskSuite, seed: int, step: int, meta_batch: int) -> TaskBatch:
-    """The meta-batch of training step ``step`` (counted from 0) of a run with ``seed``."""
-    return suite.sample("train", meta_batch, task_generator("train", seed, step))
+def train_batch(suite: TaskSuite, seed: int, step: int, meta_batch: int,
+                labelled: bool = False) -> TaskBatch | LabelledBatch:
+    """The meta-batch of training step ``step`` (counted from 0) of a run with ``seed``: tasks,
+    or with ``labelled`` a :class:`~metazoo.tasks.LabelledBatch` of ``meta_batch`` examples
+    (for learners with ``trains_on = "labelled"``), from the same generator."""
+    generator = task_generator("train", seed, step)
+    if labelled:
+        return suite.sample_labelled("train", meta_batch, generator)
+    return suite.sample("train", meta_batch, generator)
 
 
 class TaskList:

@@ -46,7 +46,10 @@ def zoo_register_algorithms(registry: AlgorithmRegistry) -> None:
     :param registry: the algorithm registry. ``factory(model, suite, **hyperparameters)``
         must return a :class:`metazoo.MetaLearner`; ``family`` is ``"model-algorithm"`` or
         ``"model-data"``; ``info`` keys ``paper`` (citation) and ``summary`` (one line) are
-        shown by ``zoo list``. A name already taken by another plugin is an error naming both.
+        shown by ``zoo list``, and ``kinds`` (the kinds of suite it takes) is obeyed by the
+        harness. A learner class with ``trains_on = "labelled"`` meta-trains on labelled batches
+        of the suite's training classes instead of tasks (see :class:`metazoo.TaskSuite`). A
+        name already taken by another plugin is an error naming both.
 
     Return value is ignored.
     """

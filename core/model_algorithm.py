@@ -3,8 +3,9 @@ parameter dictionaries, vectorised over tasks by :mod:`metazoo.engine`.
 
 A plugin overrides :meth:`ModelAlgorithmLearner.inner_update` (how one step changes the
 adapted parameters), if it adapts only some parameters :meth:`adapted_names`, and if a task's
-inner loop starts elsewhere than at the meta-parameters :meth:`task_initialisation`. The base
-class provides first- and second-order meta-gradients (Finn et al. 2017, Eq. 1 inside Eq. 3),
+inner loop starts elsewhere than at the meta-parameters :meth:`task_initialisation`, and if
+some non-adapted parameters differ from step to step :meth:`step_parameters`. The base class
+provides first- and second-order meta-gradients (Finn et al. 2017, Eq. 1 inside Eq. 3),
 chunking through a gradient pool, execution choice and evaluation without a second-order graph.
 """
 
@@ -67,6 +68,12 @@ class ModelAlgorithmLearner(PooledMetaLearner):
         meta-parameters). Differentiable: the outer gradient flows through it."""
         return dict(self.model.named_parameters())
 
+    def step_parameters(self, step: int) -> Params:
+        """Non-adapted parameters that replace the task initialisation's at inner step ``step``
+        and in the model after that step (default: none). MAML++ gives each step batch-norm
+        weights of its own."""
+        return {}
+
     # -- the engine -----------------------------------------------------------------------------
 
     def loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -74,25 +81,28 @@ class ModelAlgorithmLearner(PooledMetaLearner):
         return task_loss(self.kind, functional_call(self.model, params, (x,)), y)
 
     def adapt(self, x: torch.Tensor, y: torch.Tensor, steps: int, create_graph: bool,
-              eager: bool = False) -> Params:
+              eager: bool = False, trajectory: list[Params] | None = None) -> Params:
         """Run the inner loop on one task's support set from the current meta-parameters and
         return the full parameter dictionary. Without ``create_graph`` the inner gradients are
         constants (first order). ``eager`` (see :meth:`eager_inner_loop`) takes plain autograd
-        instead of ``torch.func.vjp``: only outside every ``torch.func`` transform."""
+        instead of ``torch.func.vjp``: only outside every ``torch.func`` transform. A
+        ``trajectory`` list receives the full dictionary after every step (the last one is the
+        result)."""
         params = self.task_initialisation(x, y)
         names = self.adapted_names()
         fast = {name: params[name] for name in names}
         frozen = {name: p for name, p in params.items() if name not in fast}
 
-        def support_loss(fast: Params) -> torch.Tensor:
-            return self.loss({**frozen, **fast}, x, y)
+        def support_loss(fast: Params, step: int) -> torch.Tensor:
+            return self.loss({**frozen, **self.step_parameters(step), **fast}, x, y)
 
         if eager:
-            return {**frozen, **self._adapt_eagerly(support_loss, fast, steps, create_graph)}
+            fast = self._adapt_eagerly(support_loss, fast, steps, create_graph, frozen, trajectory)
+            return {**frozen, **self.step_parameters(steps - 1), **fast}
         for step in range(steps):
             # vjp rather than grad: vjp's backward runs after its transform level has closed,
             # so the backward ops are not recorded a second time there (same values, faster).
-            loss, pullback = vjp(support_loss, fast)
+            loss, pullback = vjp(functools.partial(support_loss, step=step), fast)
             if loss.dim() != 0:
                 raise ValueError(f"the loss of one task must be a scalar, got shape {tuple(loss.shape)}")
             second_order = create_graph and torch.is_grad_enabled()
@@ -100,9 +110,12 @@ class ModelAlgorithmLearner(PooledMetaLearner):
             if not create_graph:
                 grads = {name: g.detach() for name, g in grads.items()}
             fast = self.inner_update(fast, grads, step)
-        return {**frozen, **fast}
+            if trajectory is not None:
+                trajectory.append({**frozen, **self.step_parameters(step), **fast})
+        return {**frozen, **self.step_parameters(steps - 1), **fast}
 
-    def _adapt_eagerly(self, support_loss, fast: Params, steps: int, create_graph: bool) -> Params:
+    def _adapt_eagerly(self, support_loss, fast: Params, steps: int, create_graph: bool,
+                       frozen: Params, trajectory: list[Params] | None) -> Params:
         """The inner loop of one task by plain autograd, for the per-task loop outside any
         ``torch.func`` transform (no vjp level to dispatch through: as fast as a plain loop)."""
         training = torch.is_grad_enabled()
@@ -110,12 +123,16 @@ class ModelAlgorithmLearner(PooledMetaLearner):
             with torch.enable_grad():
                 if not training:  # evaluation: each step starts from constants
                     fast = {name: p.detach().requires_grad_() for name, p in fast.items()}
-                loss = support_loss(fast)
+                elif step == 0:  # a constant start (CAVIA's zero context) becomes a leaf
+                    fast = {name: p if p.requires_grad else p.detach().requires_grad_() for name, p in fast.items()}
+                loss = support_loss(fast, step)
                 if loss.dim() != 0:
                     raise ValueError(f"the loss of one task must be a scalar, got shape {tuple(loss.shape)}")
                 grads = torch.autograd.grad(loss, list(fast.values()), create_graph=create_graph and training)
             grads = {name: g if create_graph else g.detach() for name, g in zip(fast, grads)}
             fast = self.inner_update(fast, grads, step)
+            if trajectory is not None:
+                trajectory.append({**frozen, **self.step_parameters(step), **fast})
         return {name: p.detach() for name, p in fast.items()} if not training else fast
 
     def eager_inner_loop(self, execution: str) -> bool:

@@ -94,7 +94,9 @@ class AlgorithmRegistry(Registry):
         """Register ``factory(model, suite, **hyperparameters) -> MetaLearner`` as ``name``.
         ``kinds=("classification",)`` says which kinds of suite it takes (default: every kind
         for model-algorithm learners, classification for model-data ones); the harness runs it
-        on those only."""
+        on those only. A factory (a learner class) whose attribute ``trains_on`` is
+        ``"labelled"`` meta-trains on labelled batches (:func:`metazoo.tasks.trains_on`) and runs
+        only on suites that offer them."""
         if family not in FAMILIES:
             raise PluginError(
                 f"plugin {self.source}: algorithm {name!r} has family {family!r}; "

@@ -35,7 +35,7 @@ from metazoo.manager import Zoo
 from metazoo.progress import Mode, Progress
 from metazoo.records import SCHEMA, record_path
 from metazoo.registry import Entry
-from metazoo.tasks import TaskSuite
+from metazoo.tasks import TaskSuite, trains_on
 
 
 class DivergedError(ZooError):
@@ -240,7 +240,8 @@ def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: to
                     progress: Progress, saver: Saver | None = None,
                     train_suite: TaskSuite | None = None, validated=None) -> dict[str, Any]:
     evaluation, budget = run.benchmark.evaluation, run.benchmark.training
-    meta_batch = learner.config.meta_batch
+    meta_batch = learner.config.meta_batch  # tasks per step, or examples for labelled batches
+    labelled = trains_on(learner) == "labelled"
     val_tasks = list(TaskList(suite, "val", evaluation.val_tasks, evaluation.eval_seed, evaluation.batch_tasks))
     validation = Validation(learner, suite, val_tasks, device, progress, validated)
 
@@ -258,7 +259,7 @@ def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: to
         if STOP.is_set():
             raise KeyboardInterrupt
         tick, budget_tick = time.perf_counter(), budget_clock()
-        batch = train_batch(train_suite or suite, run.seed, step, meta_batch).to(device)
+        batch = train_batch(train_suite or suite, run.seed, step, meta_batch, labelled).to(device)
         stats = learner.meta_train_step(batch)
         loss = stats["loss"]
         if "compile_s" in stats:  # the step that compiled: counted apart, not in the budget
@@ -288,18 +289,22 @@ def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: to
 
     test_tasks = TaskList(suite, "test", evaluation.test_tasks, evaluation.eval_seed, evaluation.batch_tasks)
     per_task = evaluate(learner, suite, test_tasks, device)
+    trained = step * meta_batch
+    # A learner that trains on labelled batches meets no task before the test: it reports examples.
+    throughput = {"tasks": 0, "tasks_per_s": math.nan, "trains_on": "labelled", "examples": trained,
+                  "examples_per_s": trained / train_time if train_time else 0.0} if labelled else {
+                  "tasks": trained, "tasks_per_s": trained / train_time if train_time else 0.0}
     return {
         "test": {**summary(per_task), "tasks_digest": test_tasks.digest(), "per_task": per_task.tolist()},
         "validation": validation.history,
         "best_step": validation.best_step,
         "train": {
             "steps": step,
-            "tasks": step * meta_batch,
             "time_s": train_time,
             "budget_s": budget_time,
             "compile_s": compile_time,
             "resumed_at_steps": resumed,
-            "tasks_per_s": step * meta_batch / train_time if train_time else 0.0,
+            **throughput,
             "final_loss": loss,
         },
     }

@@ -1,13 +1,20 @@
-"""Tasks and task suites: the data side of the public plugin contract."""
+"""Tasks and task suites: the data side of the public plugin contract.
+
+Besides tasks, a classification suite may offer *labelled batches*: examples of a split with
+labels of the split's own classes, the minibatches of ordinary supervised training (see
+:class:`TaskSuite`). A learner that trains on them instead of on tasks says so with the class
+attribute ``trains_on = "labelled"`` (see :func:`trains_on`).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from metazoo.errors import ZooError
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -71,11 +78,63 @@ class TaskBatch:
         return [self[i : i + chunk_size] for i in range(0, self.num_tasks, chunk_size)]
 
 
+@dataclass(frozen=True)
+class LabelledBatch:
+    """``B`` examples of one split with labels of the split's own classes: ``x`` is
+    ``[B, ...]`` (one example's shape as in the suite's tasks), ``y`` ``[B]`` int64 in
+    ``0..num_classes(split)-1``. What :meth:`TaskSuite.sample_labelled` returns and a learner
+    with ``trains_on = "labelled"`` meta-trains on; ``x, y = batch`` unpacks it."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.y.dim() != 1 or self.x.shape[:1] != self.y.shape:
+            raise ValueError(f"a LabelledBatch needs x [B, ...] and y [B], got {list(self.x.shape)} "
+                             f"and {list(self.y.shape)}")
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+    def __iter__(self):
+        return iter(self.tensors())
+
+    def __getitem__(self, index: int | slice | torch.Tensor) -> LabelledBatch:
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return LabelledBatch(self.x[index], self.y[index])
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x, self.y
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> LabelledBatch:
+        """Move to ``device``; ``dtype`` (if given) converts the floating-point inputs only."""
+        x = self.x.to(device=device, dtype=dtype) if dtype is not None and self.x.is_floating_point() \
+            else self.x.to(device)
+        return LabelledBatch(x, self.y.to(device))
+
+    def split(self, chunk_size: int) -> list[LabelledBatch]:
+        """Consecutive chunks of at most ``chunk_size`` examples."""
+        return [self[i : i + chunk_size] for i in range(0, len(self), chunk_size)]
+
+
 class TaskSuite(ABC):
     """A family of tasks. Subclasses set ``name`` and ``kind`` and implement two methods.
 
     ``sample(split, num_tasks, generator)`` must be a pure function of the generator's state:
     the same state gives the same tasks on any machine, so sample on the CPU.
+
+    Optional capability, labelled batches: a classification suite whose tasks draw their classes
+    from a fixed set of classes per split (Omniglot's characters, an image folder's classes)
+    may also implement ``num_classes(split) -> int`` and ``sample_labelled(split, batch_size,
+    generator) -> LabelledBatch``: ``batch_size`` examples of the split, labelled by the split's
+    class ``0..num_classes(split)-1``, as pure a function of the generator's state as ``sample``
+    (draw from :func:`split_stream`; refuse an unknown split). A class is what a task's label
+    stands for, so the classes are those the suite's tasks draw from. A suite offers the
+    capability by overriding both methods (:func:`offers_labelled_batches`); the defaults raise
+    a :class:`metazoo.ZooError` naming the suite. Learners that pre-train a classifier on every
+    training class (``trains_on = "labelled"``) need it; the harness runs them only on suites
+    that offer it. Offering it must not change what ``sample`` returns.
     """
 
     name: ClassVar[str]
@@ -88,6 +147,16 @@ class TaskSuite(ABC):
     @abstractmethod
     def make_model(self) -> torch.nn.Module:
         """The suite's default backbone, freshly initialised from torch's global RNG."""
+
+    def num_classes(self, split: Split) -> int:
+        """The number of classes of ``split`` that :meth:`sample_labelled` labels by (optional
+        capability; the default refuses)."""
+        raise no_labelled_batches(self)
+
+    def sample_labelled(self, split: Split, batch_size: int, generator: torch.Generator) -> LabelledBatch:
+        """``batch_size`` examples of ``split`` with their class labels ``0..num_classes(split)-1``
+        (optional capability; the default refuses with a :class:`metazoo.ZooError`)."""
+        raise no_labelled_batches(self)
 
     def prepare(self) -> None:
         """Load or verify what the suite reads (a dataset) before any run starts; raise a
@@ -109,6 +178,43 @@ class TaskSuite(ABC):
         if config is None:
             return {}
         return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+def offers_labelled_batches(suite: Any) -> bool:
+    """Whether ``suite`` offers labelled batches: its class overrides
+    :meth:`TaskSuite.sample_labelled` (a suite that does not subclass :class:`TaskSuite` offers
+    them if it has the method)."""
+    method = getattr(type(suite), "sample_labelled", None)
+    return callable(method) and method is not TaskSuite.sample_labelled
+
+
+def no_labelled_batches(suite: Any) -> ZooError:
+    """The error of a suite that offers no labelled batches: which suite, why, what is needed."""
+    name = getattr(suite, "name", type(suite).__name__)
+    why = ("a regression suite has no classes" if getattr(suite, "kind", None) == "regression" else
+           "it does not implement them")
+    return ZooError(f"suite {name} offers no labelled batches ({why}): a learner that trains on labelled "
+                    "batches needs a classification suite with a fixed set of classes per split that "
+                    "implements TaskSuite.sample_labelled(split, batch_size, generator) and "
+                    "num_classes(split), such as the built-in omniglot and images suites")
+
+
+#: What a learner meta-trains on (its class attribute ``trains_on``): batches of tasks
+#: (:class:`TaskBatch`, the default) or labelled batches (:class:`LabelledBatch`).
+TRAINS_ON: tuple[str, ...] = ("tasks", "labelled")
+
+
+def trains_on(learner: Any) -> str:
+    """``"tasks"`` or ``"labelled"``: what ``learner`` (a learner, or its class or factory) meta-trains
+    on, from its attribute ``trains_on`` (default ``"tasks"``). With ``"labelled"`` the harness
+    calls ``meta_train_step`` with :class:`LabelledBatch` es of ``config.meta_batch`` examples
+    drawn by the training suite's :meth:`TaskSuite.sample_labelled`, and tests it on tasks as
+    every learner (``predict``)."""
+    value = getattr(learner, "trains_on", "tasks")
+    if value not in TRAINS_ON:
+        raise ZooError(f"{getattr(learner, '__name__', type(learner).__name__)}: trains_on must be one of "
+                       f"{', '.join(map(repr, TRAINS_ON))}, got {value!r}")
+    return value
 
 
 def task_loss(kind: Kind, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,11 @@ Plugin authors call it from their own tests::
 ``zoo check [NAME...]`` runs the same checks on installed algorithms and suites. Every check
 returns its failures as :class:`Failure` (check name and what was wrong); the ``assert_*``
 functions raise one ``AssertionError`` listing them all.
+
+A suite that offers labelled batches (:meth:`metazoo.TaskSuite.sample_labelled`) is checked
+for them too; a learner with ``trains_on = "labelled"`` is trained on labelled batches of its
+suite, such as those of :class:`GaussianClasses`, the kit's own data-free suite that offers
+them (``zoo check`` uses it for such learners).
 """
 
 from __future__ import annotations
@@ -25,7 +30,17 @@ from typing import Any
 
 import torch
 from metazoo.errors import ZooError
-from metazoo.tasks import SPLITS, TaskBatch, TaskSuite
+from metazoo.models import MLP
+from metazoo.tasks import (
+    SPLITS,
+    LabelledBatch,
+    TaskBatch,
+    TaskSuite,
+    draw_distinct,
+    offers_labelled_batches,
+    split_stream,
+    trains_on,
+)
 
 
 @dataclass(frozen=True)
@@ -41,8 +56,60 @@ def _sample(suite: TaskSuite, split: str, tasks: int, seed: int) -> TaskBatch:
     return suite.sample(split, tasks, torch.Generator().manual_seed(seed))
 
 
-def _same(a: TaskBatch, b: TaskBatch) -> bool:
+def _same(a: TaskBatch | LabelledBatch, b: TaskBatch | LabelledBatch) -> bool:
     return all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a.tensors(), b.tensors()))
+
+
+def _training_batch(learner: Any, suite: TaskSuite, size: int, seed: int) -> TaskBatch | LabelledBatch:
+    """What the harness would train ``learner`` on: ``size`` tasks, or labelled examples."""
+    if trains_on(learner) == "labelled":
+        return suite.sample_labelled("train", size, torch.Generator().manual_seed(seed))
+    return _sample(suite, "train", size, seed)
+
+
+class GaussianClasses(TaskSuite):
+    """A data-free classification suite with a fixed set of classes per split, which offers
+    labelled batches: class ``c`` of a split is a Gaussian blob in R^``dim`` around a mean drawn
+    once from a fixed seed of the split's own (``classes`` per split, splits disjoint). A task
+    draws ``ways`` distinct classes of the split and ``shots`` support and ``queries`` query
+    points of each; ``sample_labelled`` draws points of uniformly drawn classes. Backbone
+    ``MLP(dim, 16, ways)``. For testing learners that train on labelled batches."""
+
+    name, kind = "gaussian-classes", "classification"
+
+    def __init__(self, ways: int = 3, shots: int = 2, queries: int = 3, dim: int = 8, classes: int = 12,
+                 noise: float = 0.5) -> None:
+        self.ways, self.shots, self.queries, self.dim, self.classes, self.noise = ways, shots, queries, dim, classes, noise
+
+    def means(self, split: str) -> torch.Tensor:
+        """``[classes, dim]``: the class means of ``split`` (fixed)."""
+        return 2 * torch.randn(self.classes, self.dim, generator=torch.Generator().manual_seed(SPLITS.index(split)))
+
+    def num_classes(self, split):
+        return self.classes
+
+    def sample(self, split, num_tasks, generator):
+        own = split_stream(generator, split)
+        chosen = draw_distinct(own, num_tasks, self.classes, self.ways)  # [T, N]
+        means = self.means(split)
+
+        def points(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+            labels = torch.arange(self.ways).repeat_interleave(per_class).expand(num_tasks, -1)  # [T, M]
+            order = draw_distinct(own, num_tasks, labels.shape[1], labels.shape[1])
+            labels = labels.gather(1, order)
+            x = means[chosen.gather(1, labels)]  # [T, M, D]
+            return x + self.noise * torch.randn(x.shape, generator=own), labels
+
+        return TaskBatch(*points(self.shots), *points(self.queries))
+
+    def sample_labelled(self, split, batch_size, generator):
+        own = split_stream(generator, split)
+        labels = torch.randint(self.classes, (batch_size,), generator=own)
+        x = self.means(split)[labels]
+        return LabelledBatch(x + self.noise * torch.randn(x.shape, generator=own), labels)
+
+    def make_model(self):
+        return MLP(self.dim, 16, self.ways)
 
 
 # -- suites ---------------------------------------------------------------------------------------
@@ -124,10 +191,50 @@ def check_suite(suite: TaskSuite, tasks: int = 3) -> list[Failure]:
             return None
         return "sample accepted the unknown split 'training' (expected a ValueError)"
 
-    for name, test in (("sample is deterministic and ignores the global RNG", deterministic),
-                       ("shapes and dtypes follow the contract", shapes), ("labels are 0..n_way-1", labels),
-                       ("splits differ", splits_differ), ("make_model fits the data", model_fits),
-                       ("an unknown split is refused", unknown_split)):
+    def labelled(split: str, seed: int) -> LabelledBatch:
+        return suite.sample_labelled(split, 2 * tasks, torch.Generator().manual_seed(seed))
+
+    def labelled_deterministic() -> str | None:
+        torch.manual_seed(1)
+        first = labelled("train", 7)
+        torch.manual_seed(2)
+        if not _same(first, labelled("train", 7)):
+            return "the same generator state gave other examples (does sample_labelled use the global RNG?)"
+        return None
+
+    def labelled_contract() -> str | None:
+        for split in SPLITS:
+            classes = suite.num_classes(split)
+            if type(classes) is not int or classes < 2:
+                return f"num_classes({split!r}) must be an int of at least 2, got {classes!r}"
+            batch = labelled(split, 0)
+            if not isinstance(batch, LabelledBatch):
+                return f"sample_labelled returned {type(batch).__name__}, not a LabelledBatch"
+            if len(batch) != 2 * tasks or not batch.x.is_floating_point():
+                return f"asked for {2 * tasks} examples of {split}, got x {batch.x.dtype} {list(batch.x.shape)}"
+            example = _sample(suite, split, 1, 0).support_x.shape[2:]
+            if batch.x.shape[1:] != example:
+                return f"{split}: examples of shape {list(batch.x.shape[1:])}, but the tasks' are {list(example)}"
+            if batch.y.dtype != torch.int64 or not bool(((batch.y >= 0) & (batch.y < classes)).all()):
+                return f"{split}: labels must be int64 in 0..{classes - 1}, got {batch.y.dtype} {batch.y.tolist()}"
+        return None
+
+    def labelled_unknown_split() -> str | None:
+        try:
+            labelled("training", 0)
+        except (ValueError, ZooError):
+            return None
+        return "sample_labelled accepted the unknown split 'training' (expected a ValueError)"
+
+    checks = [("sample is deterministic and ignores the global RNG", deterministic),
+              ("shapes and dtypes follow the contract", shapes), ("labels are 0..n_way-1", labels),
+              ("splits differ", splits_differ), ("make_model fits the data", model_fits),
+              ("an unknown split is refused", unknown_split)]
+    if offers_labelled_batches(suite):
+        checks += [("sample_labelled is deterministic and ignores the global RNG", labelled_deterministic),
+                   ("labelled batches follow the contract", labelled_contract),
+                   ("sample_labelled refuses an unknown split", labelled_unknown_split)]
+    for name, test in checks:
         check(name, test)
     return failures
 
@@ -137,10 +244,10 @@ def check_suite(suite: TaskSuite, tasks: int = 3) -> list[Failure]:
 
 def check_learner(factory: Callable[..., Any], suite: TaskSuite, hyperparameters: dict[str, Any] | None = None,
                   steps: int = 30) -> list[Failure]:
-    """Every learner check of ``factory(model, suite, **hyperparameters)`` on ``suite``."""
+    """Every learner check of ``factory(model, suite, **hyperparameters)`` on ``suite``; a learner
+    with ``trains_on = "labelled"`` is trained on labelled batches of ``suite``."""
     hyperparameters = {"meta_batch": 2, **(hyperparameters or {})}
     failures: list[Failure] = []
-    batch = _sample(suite, "train", hyperparameters["meta_batch"], 0)
 
     def build(seed: int = 0):
         torch.manual_seed(seed)
@@ -151,6 +258,7 @@ def check_learner(factory: Callable[..., Any], suite: TaskSuite, hyperparameters
 
     try:
         learner = build()
+        batch = _training_batch(learner, suite, hyperparameters["meta_batch"], 0)
     except Exception as exc:  # noqa: BLE001
         return [Failure("builds from factory(model, suite, **hyperparameters)", f"{type(exc).__name__}: {exc}")]
     try:

@@ -5,7 +5,8 @@ Launch one process per device with ``torchrun``::
     torchrun --nproc_per_node=2 -m metazoo.train --benchmark sinusoid --algo maml --seed 0
 
 Every rank samples the same meta-batch from the same generator and meta-trains on its
-contiguous slice of the tasks (an uneven split is fine: 5 tasks on 2 ranks are 3 + 2). The
+contiguous slice of the tasks, or of the examples of a labelled batch (an uneven split is fine:
+5 tasks on 2 ranks are 3 + 2). The
 learner's :class:`metazoo.engine.GradientPool` sums the meta-gradients, losses and task counts
 of all ranks and divides by the global count, so every rank applies the mean meta-gradient of
 the whole batch and takes the same optimiser step. The harness runs unchanged on every rank
@@ -33,7 +34,7 @@ from metazoo.manager import Zoo, get_plugin_manager
 from metazoo.records import RunLock, finished_record, write_record
 from metazoo.registry import Entry
 from metazoo.run import Run, execute, make_learner, make_suite, resolve_device
-from metazoo.tasks import TaskBatch
+from metazoo.tasks import LabelledBatch, TaskBatch
 
 
 def shard_bounds(num_tasks: int, rank: int, world: int) -> tuple[int, int]:
@@ -63,13 +64,13 @@ def data_parallel(learner: MetaLearner, rank: int, world: int) -> MetaLearner:
     step = learner.meta_train_step
     checked = False
 
-    def sharded_step(batch: TaskBatch) -> dict[str, float]:
+    def sharded_step(batch: TaskBatch | LabelledBatch) -> dict[str, float]:
         nonlocal checked
-        if batch.num_tasks < world:
-            raise ZooError(f"a meta-batch of {batch.num_tasks} tasks cannot be split over {world} processes")
+        if len(batch) < world:  # tasks, or the examples of a labelled batch
+            raise ZooError(f"a meta-batch of {len(batch)} cannot be split over {world} processes")
         if not checked and not _same_on_every_rank(learner):
             raise ZooError("the processes start from different meta-parameters")
-        start, stop = shard_bounds(batch.num_tasks, rank, world)
+        start, stop = shard_bounds(len(batch), rank, world)
         stats = step(batch[start:stop])
         if not checked and not _same_on_every_rank(learner):
             raise ZooError(f"{learner.name()} does not pool its meta-gradient through "

@@ -7,6 +7,11 @@ were drawn, and the support and query sets are each shuffled, as in the Omniglot
 are float32 in [0, 1], ``[C, S, S]``. Every class of a split must hold at least
 ``shots + queries`` images. The default backbone is conv4 (max-pooling) for the images' size;
 mini-ImageNet's papers use 84×84 RGB (``image_size = 84``, ``channels = 3``, the defaults).
+
+Labelled batches: images of a split drawn uniformly with replacement (so classes in proportion
+to their images, as an epoch over the folder would), each labelled by its class's index among
+the split's classes (sorted by name); ``num_classes(split)`` is the number of class folders (or
+CSV labels) of the split.
 """
 
 from __future__ import annotations
@@ -19,7 +24,14 @@ import torch
 from metazoo import ImageSplit, load_image_folder
 from metazoo.config import build_config, positive
 from metazoo.errors import ZooError
-from metazoo.tasks import TaskBatch, TaskSuite, check_split, draw_distinct
+from metazoo.tasks import (
+    LabelledBatch,
+    TaskBatch,
+    TaskSuite,
+    check_split,
+    draw_distinct,
+    split_stream,
+)
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,19 @@ class Images(TaskSuite):
         support = _take(data, picks[..., : c.shots], generator)
         query = _take(data, picks[..., c.shots :], generator)
         return TaskBatch(*support, *query)
+
+    def num_classes(self, split):
+        """Classes of ``split``: its class folders (or CSV labels)."""
+        check_split(split)
+        return len(self.splits[split].classes)
+
+    def sample_labelled(self, split, batch_size, generator):
+        """``batch_size`` images of ``split``, uniformly drawn, labelled by their class's index."""
+        own = split_stream(generator, split)  # the split's own stream; refuses an unknown split
+        data = self.splits[split]
+        index = torch.randint(len(data.images), (batch_size,), generator=own)  # [B] rows of images
+        labels = torch.searchsorted(data.offsets, index, right=True) - 1  # the class holding each row
+        return LabelledBatch(data.images[index].float().div_(255), labels)
 
     def make_model(self):
         from metazoo.models import Conv4

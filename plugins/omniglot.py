@@ -23,6 +23,14 @@ classes were drawn, and the support and query sets are each shuffled. Sampling i
 on the cached images, vectorised over all tasks. With ``classes="characters"`` a task draws
 ``ways`` distinct characters and turns each (all its drawings alike) by a random number of quarter
 turns, as the MAML reference code does; the rest is the same.
+
+Labelled batches (for learners that pre-train a classifier on every training class): the
+split's classes are its (character, quarter turns) pairs as above, ``4 × characters`` of them
+(4400 in train) and numbered as in :meth:`Omniglot.classes`, in both ``classes`` modes: a task's
+label always stands for one character under one rotation, whichever way the task was drawn
+(the ``characters`` mode only keeps two turns of one character out of the same task). Chen et
+al. (ICLR 2019) pre-train their Omniglot baselines on rotations as classes too. Each example is
+drawn uniformly, with replacement, from the split's images of every class (20 drawings each).
 """
 
 from __future__ import annotations
@@ -38,7 +46,14 @@ import torch
 from metazoo.config import build_config, positive
 from metazoo.data import DRAWINGS, load_omniglot
 from metazoo.errors import ZooError
-from metazoo.tasks import TaskBatch, TaskSuite, check_split, draw_distinct
+from metazoo.tasks import (
+    LabelledBatch,
+    TaskBatch,
+    TaskSuite,
+    check_split,
+    draw_distinct,
+    split_stream,
+)
 
 PAPER = (
     "Lake, Salakhutdinov & Tenenbaum. Human-level concept learning through probabilistic program "
@@ -147,6 +162,21 @@ class Omniglot(TaskSuite):
         support = self._take(chosen, drawings[:, :, : c.shots], generator)
         query = self._take(chosen, drawings[:, :, c.shots :], generator)
         return TaskBatch(*support, *query)
+
+    def num_classes(self, split):
+        """Classes of ``split`` in labelled batches: its characters times four rotations."""
+        return len(self.classes(split))
+
+    def sample_labelled(self, split, batch_size, generator):
+        """``batch_size`` images of ``split``, uniformly drawn, labelled by their class (the row of
+        :meth:`classes`: character and quarter turns)."""
+        own = split_stream(generator, split)  # the split's own stream; refuses an unknown split
+        table = self.classes(split)  # [C, 2]
+        labels = torch.randint(len(table), (batch_size,), generator=own)  # [B]
+        drawings = torch.randint(DRAWINGS, (batch_size,), generator=own)  # [B]
+        character, turns = table[labels].unbind(1)
+        x = _rotate(self.data[0][character, drawings].unsqueeze(0), turns.unsqueeze(0))[0]  # [B, S, S]
+        return LabelledBatch(x.unsqueeze(1).float().div_(255), labels)
 
     def _take(
         self, chosen: torch.Tensor, drawings: torch.Tensor, generator: torch.Generator

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from metazoo.errors import ZooError
 from metazoo.models import Conv4
 from reference import adapt, leaf_copy, loss
-from torch.func import functional_call
 from test_conv4 import RandomImages
 
 pytestmark = pytest.mark.usefixtures("one_thread")

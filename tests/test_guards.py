@@ -15,7 +15,6 @@ from metazoo.executors import InProcess, WorkerContext
 from metazoo.leaderboard import summarize
 from metazoo.manager import Zoo, get_plugin_manager
 from scipy import stats
-
 from test_leaderboard import record
 from test_task_lists import PINNED
 

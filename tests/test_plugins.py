@@ -31,7 +31,7 @@ def test_blocking_a_builtin_removes_its_entries():
 def test_shell_patterns_select_in_order_and_unknown_names_list_choices():
     zoo = Zoo(get_plugin_manager(autoload=False))
     assert [e.name for e in zoo.algorithms.select(["*maml", "anil"])] == ["fomaml", "imaml", "maml", "protomaml", "anil"]
-    with pytest.raises(UsageError, match=r"unknown algorithm 'mamba'.*available: anil, boil, fomaml"):
+    with pytest.raises(UsageError, match=r"unknown algorithm 'mamba'; available: anil, (\w+, )*fomaml, (\w+, )*maml, "):
         zoo.algorithms.select(["mamba"])
 
 
@@ -213,8 +213,10 @@ def test_what_the_built_in_plugins_import_is_public():
 
     for path in sorted(Path(metazoo.plugins.__file__).parent.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
+            # A plugin may build on another built-in plugin (Baseline++ on Baseline), as a third-party
+            # plugin may on any installed one; from the core it takes only the public API.
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("metazoo.") \
-                    and node.module not in private:
+                    and node.module not in private and not node.module.startswith("metazoo.plugins."):
                 for alias in node.names:
                     assert alias.name in metazoo.__all__, f"{path.name} imports {node.module}.{alias.name}"
 

@@ -7,7 +7,6 @@ from metazoo.errors import ZooError
 from metazoo.models import Conv4, RunningBatchNorm
 from metazoo.plugins.maml import MAML
 from metazoo.plugins.protonet import ProtoNet
-
 from test_conv4 import RandomImages
 
 

@@ -14,7 +14,6 @@ from metazoo.benchmark import builtin_benchmarks, load_benchmark
 from metazoo.evaluation import TaskList
 from metazoo.manager import Zoo
 from metazoo.run import make_suite
-
 from test_omniglot import DATA, HAVE_DATA
 
 PINNED = {
