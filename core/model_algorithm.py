@@ -50,7 +50,8 @@ class ModelAlgorithmLearner(PooledMetaLearner):
     # -- what a plugin overrides ----------------------------------------------------------------
 
     def adapted_names(self) -> list[str]:
-        """Names of the model parameters that the inner loop adapts (default: all)."""
+        """Names of the model parameters that the inner loop adapts (default: all). Called once,
+        on first use; the engine keeps the answer."""
         return [name for name, _ in self.model.named_parameters()]
 
     def inner_update(self, params: Params, grads: Params, step: int) -> Params:
@@ -89,7 +90,9 @@ class ModelAlgorithmLearner(PooledMetaLearner):
         ``trajectory`` list receives the full dictionary after every step (the last one is the
         result)."""
         params = self.task_initialisation(x, y)
-        names = self.adapted_names()
+        names = self.__dict__.get("_adapted_names")
+        if names is None:  # asked once: a per-task call costs as much as a small layer's forward
+            names = self.__dict__["_adapted_names"] = list(self.adapted_names())
         fast = {name: params[name] for name in names}
         frozen = {name: p for name, p in params.items() if name not in fast}
 
