@@ -16,7 +16,7 @@ from metazoo.manager import Zoo
 from metazoo.records import RunLock, finished_record, read_record, write_record
 from metazoo.registry import suite_kinds
 from metazoo.run import Run, failed_record, make_learner, make_suite, resolved_hyperparameters
-from metazoo.tasks import offers_labelled_batches, trains_on
+from metazoo.tasks import SPLITS, offers_labelled_batches, trains_on
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +53,7 @@ def plan(
                      f"available: {', '.join(zoo.algorithms.names())}")
         suite = make_suite(zoo, spec, data_dir)
         suite.prepare()
+        _probe(suite, SPLITS)
         labelled = offers_labelled_batches(suite)
         suites[spec.suite] = f"{suite.kind}{', labelled batches' if labelled else ''}"
         fits = [e for e in entries if (suite_kinds(e) is None or suite.kind in suite_kinds(e))
@@ -85,11 +86,22 @@ def _requirement(entry) -> str:
     return f"{entry.name} takes only {kinds} suites"
 
 
+def _probe(suite, splits) -> None:
+    """Sample one task from each split a run will draw from, so that a protocol a split cannot
+    make (too few classes, or examples per class) stops the bench before any run, with the
+    suite's own message."""
+    import torch
+
+    for split in splits:
+        suite.sample(split, 1, torch.Generator().manual_seed(0))
+
+
 def _check_training_protocol(zoo: Zoo, spec: Benchmark, entry, suite, data_dir: str | None) -> None:
     """The training protocol builds a suite, and the tested model fits its tasks: a
     model-algorithm learner's head is sized by the test protocol, so its way may not change."""
     train_suite = make_suite(zoo, spec.training_benchmark(entry.name), data_dir)
     train_suite.prepare()
+    _probe(train_suite, ("train",))  # a training protocol's tasks come from the train split only
     if trains_on(entry.factory) == "labelled" and not offers_labelled_batches(train_suite):
         raise ZooError(f"{spec.source} [training_protocol.{entry.name}]: {entry.name} trains on labelled "
                        f"batches, which the training protocol's suite does not offer")

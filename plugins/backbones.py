@@ -1,8 +1,9 @@
 """Named backbones for any algorithm: ``conv4`` (max-pooling, the Omniglot suite's default),
-``conv4-strided`` (stride-2 convolutions and a spatial mean, as the MAML reference code for
-Omniglot), ``conv4-running-bn`` (max-pooling, batch norm with running statistics used in
-evaluation mode, as the Prototypical and Matching Networks reference code), and ``mlp`` (two hidden layers of 40 ReLU units, the sinusoid backbone of Finn et al.
-2017). Each infers its input and output sizes from one task of the suite."""
+``conv4-32`` (the same with 32 filters, MAML's mini-ImageNet network), ``conv4-strided``
+(stride-2 convolutions and a spatial mean, as the MAML reference code for Omniglot),
+``conv4-running-bn`` (max-pooling, batch norm with running statistics used in evaluation mode,
+as the Prototypical and Matching Networks reference code), and ``mlp`` (two hidden layers of 40
+ReLU units, the sinusoid backbone of Finn et al. 2017). Each infers its input and output sizes from one task of the suite."""
 
 import metazoo
 import torch
@@ -16,10 +17,10 @@ def shapes(suite) -> tuple[torch.Size, int]:
     return task.support_x.shape[2:], outputs
 
 
-def _conv4(downsample, norm="batch"):
+def _conv4(downsample, norm="batch", hidden=64):
     def build(suite):
         (channels, height, width), outputs = shapes(suite)
-        return Conv4(in_channels=channels, out_features=outputs, image_size=min(height, width),
+        return Conv4(in_channels=channels, out_features=outputs, hidden=hidden, image_size=min(height, width),
                      downsample=downsample, norm=norm)
 
     return build
@@ -33,6 +34,8 @@ def mlp(suite):
 @metazoo.hookimpl
 def zoo_register_backbones(registry):
     registry.add("conv4", _conv4("maxpool"), summary="4 × [conv 3×3, 64, batch norm, ReLU, max-pool] + linear head")
+    registry.add("conv4-32", _conv4("maxpool", hidden=32),
+                 summary="conv4 with 32 filters per layer (MAML's mini-ImageNet network, Finn et al. 2017 §5.2)")
     registry.add("conv4-strided", _conv4("stride"),
                  summary="4 × [conv 3×3 stride 2, 64, batch norm, ReLU], spatial mean + linear head (MAML's Omniglot)")
     registry.add("conv4-running-bn", _conv4("maxpool", "running"),

@@ -69,17 +69,27 @@ class Images(TaskSuite):
         return self.config.ways
 
     def prepare(self) -> None:
-        """Decode the folder (or read its cache) and check every split can make tasks."""
-        c = self.config
-        for split, data in self.splits.items():
-            if len(data.classes) < c.ways:
-                raise ZooError(f"{self.data_dir}: split {split!r} has {len(data.classes)} classes, "
-                               f"fewer than ways = {c.ways}")
-            small = [name for name, n in zip(data.classes, data.counts.tolist()) if n < c.shots + c.queries]
-            if small:
-                raise ZooError(f"{self.data_dir}: split {split!r} has classes with fewer than shots + queries = "
-                               f"{c.shots + c.queries} images: {', '.join(small[:5])}"
-                               + (f" and {len(small) - 5} more" if len(small) > 5 else ""))
+        """Decode the folder (or read its cache), so that a missing or mislaid folder stops a
+        bench early; whether a split can make this protocol's tasks is checked when it is
+        sampled (the harness samples every split it will use before any run starts)."""
+        self.splits  # noqa: B018
+
+    def _check_fits(self, split: str) -> None:
+        """A clear error if ``split`` has too few classes, or classes with too few images, for
+        this protocol's tasks (checked once per split)."""
+        checked = self.__dict__.setdefault("_fitting_splits", set())
+        if split in checked:
+            return
+        c, data = self.config, self.splits[split]
+        if len(data.classes) < c.ways:
+            raise ZooError(f"{self.data_dir}: split {split!r} has {len(data.classes)} classes, "
+                           f"fewer than ways = {c.ways}")
+        small = [name for name, n in zip(data.classes, data.counts.tolist()) if n < c.shots + c.queries]
+        if small:
+            raise ZooError(f"{self.data_dir}: split {split!r} has classes with fewer than shots + queries = "
+                           f"{c.shots + c.queries} images: {', '.join(small[:5])}"
+                           + (f" and {len(small) - 5} more" if len(small) > 5 else ""))
+        checked.add(split)
 
     @cached_property
     def splits(self) -> dict[str, ImageSplit]:
@@ -87,6 +97,7 @@ class Images(TaskSuite):
 
     def sample(self, split, num_tasks, generator):
         check_split(split)
+        self._check_fits(split)
         data, c = self.splits[split], self.config
         classes = draw_distinct(generator, num_tasks, len(data.classes), c.ways)  # [T, N]
         per_class = c.shots + c.queries

@@ -89,8 +89,28 @@ def test_the_decoded_images_are_cached_and_a_changed_folder_decoded_again(tmp_pa
 def test_a_folder_it_cannot_use_is_a_clear_error(tmp_path, make, protocol, message):
     root = tmp_path / "data"
     make(root)
+    suite = Images(data_dir=str(root), **protocol)
     with pytest.raises(ZooError, match=re.escape(message)):
-        Images(data_dir=str(root), **protocol).prepare()
+        suite.prepare()  # a missing or mislaid folder
+        for split in ("train", "val", "test"):  # a split that cannot make the protocol's tasks
+            suite.sample(split, 1, torch.Generator().manual_seed(0))
+
+
+def test_a_training_way_needs_only_the_train_split_and_a_test_way_every_split(zoo, tmp_path):
+    root = class_folders(tmp_path / "data", size=16, per_class=6)  # train 6 classes, val and test 3
+    spec = tmp_path / "ways.toml"
+    body = ('suite = "images"\n[protocol]\nways = {ways}\nqueries = 2\nimage_size = 16\n'
+            "[evaluation]\ntest_tasks = 4\nval_tasks = 2\n[training]\nsteps = 1\n"
+            "[training_protocol.protonet]\nways = 5\n")
+    spec.write_text(body.format(ways=2))  # ProtoNet trains 5-way: more than val's 3 classes
+    code, stdout, stderr = zoo("bench", "--benchmark", str(spec), "--data-dir", str(root), "--algos", "protonet",
+                               "--out", str(tmp_path / "out"), "--dry-run")
+    assert code == 0, stderr
+    spec.write_text(body.format(ways=4))  # tested 4-way: val has 3 classes, so no run starts
+    code, stdout, stderr = zoo("bench", "--benchmark", str(spec), "--data-dir", str(root), "--algos", "protonet",
+                               "--out", str(tmp_path / "refused"))
+    assert code == 2 and "split 'val' has 3 classes, fewer than ways = 4" in stderr
+    assert not any((tmp_path / "refused").rglob("*"))  # no run started
 
 
 def test_zoo_bench_runs_an_image_folder(zoo, tmp_path):

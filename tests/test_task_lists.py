@@ -20,8 +20,8 @@ PINNED = {
     "hyperplanes": "7af95c9d165deac9",
     "omniglot-20w1s": "63580a9c535bf923",
     "omniglot-20w5s": "97cd24e3c431fa9f",
-    "omniglot-5w1s": "4e0aa0dc9ab05cc3",
-    "omniglot-5w5s": "fe0b9dbdd13ab041",
+    "omniglot-5w1s": "402d25e58a6ef158",  # the reproduction's tasks (it extends that spec)
+    "omniglot-5w5s": "911924691093d70e",
     "omniglot-reproduce-5w1s": "402d25e58a6ef158",
     "omniglot-reproduce-5w5s": "911924691093d70e",
     "sinusoid": "2189b13859c68a0f",
@@ -31,7 +31,10 @@ PINNED = {
 
 
 def test_every_built_in_benchmark_is_pinned():
-    assert sorted(PINNED) == sorted(builtin_benchmarks())
+    """All but those of the ``images`` suite, whose tasks are drawn from the user's folder
+    (tests/test_image_benchmarks.py pins their protocols instead)."""
+    readable = [name for name, path in builtin_benchmarks().items() if load_benchmark(path).suite != "images"]
+    assert sorted(PINNED) == sorted(readable)
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))
