@@ -411,11 +411,20 @@ def new_plugin(name: str, kind: str, where: str) -> None:
 
 
 @cli.command()
-@click.argument("dataset", type=click.Choice(["omniglot"]))
+@click.argument("dataset", type=click.Choice(["omniglot", "check"]))
+@click.argument("folder", required=False, type=click.Path(file_okay=False))
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where to put it (else $METAZOO_DATA).")
 @click.option("--url", help="Base URL to download from (default: the canonical release).")
-def data(dataset: str, data_dir: str | None, url: str | None) -> None:
-    """Download a dataset and check its published checksums."""
+def data(dataset: str, folder: str | None, data_dir: str | None, url: str | None) -> None:
+    """Download a dataset and check its published checksums (``zoo data omniglot``), or report
+    what an image folder for the ``images`` suite holds (``zoo data check DIR``)."""
+    if dataset == "check":
+        from metazoo.image_folder import describe_folder
+
+        if folder is None:
+            raise UsageError("zoo data check DIR: give the image folder to check")
+        click.echo(describe_folder(folder))
+        return
     from metazoo import data as datasets
 
     target = Path(data_dir) if data_dir else datasets.default_data_dir()

@@ -47,18 +47,42 @@ class ImageSplit:
     classes: tuple[str, ...]
 
 
-def list_images(root: Path) -> dict[str, dict[str, list[Path]]]:
-    """``split → class → image paths`` (sorted) in either layout; a clear error otherwise."""
+def find_layout(root: Path) -> str:
+    """``"folders"`` (``DIR/{train,val,test}/CLASS/``) or ``"csv"`` (mini-ImageNet's
+    ``DIR/images/`` with ``DIR/{train,val,test}.csv``); a clear error for anything else."""
     root = Path(root)
     if not root.is_dir():
         raise ZooError(f"image folder {root} does not exist; expected {LAYOUTS}")
     if all((root / split).is_dir() for split in SPLITS):
+        return "folders"
+    if (root / "images").is_dir() and all((root / f"{split}.csv").is_file() for split in SPLITS):
+        return "csv"
+    raise ZooError(f"{root} has neither image-folder layout; expected {LAYOUTS}")
+
+
+def list_images(root: Path) -> dict[str, dict[str, list[Path]]]:
+    """``split → class → image paths`` (sorted) in either layout; a clear error otherwise."""
+    root = Path(root)
+    if find_layout(root) == "folders":
         return {split: {folder.name: sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
                         for folder in sorted((root / split).iterdir()) if folder.is_dir()}
                 for split in SPLITS}
-    if (root / "images").is_dir() and all((root / f"{split}.csv").is_file() for split in SPLITS):
-        return {split: _read_csv(root, split) for split in SPLITS}
-    raise ZooError(f"{root} has neither image-folder layout; expected {LAYOUTS}")
+    return {split: _read_csv(root, split) for split in SPLITS}
+
+
+def describe_folder(root: str | Path) -> str:
+    """What ``zoo data check`` prints: the layout found, then the classes and images of each
+    split (fewest and most per class), without decoding any image."""
+    root = Path(root)
+    layout = find_layout(root)
+    listing = list_images(root)
+    lines = [f"{root}: " + ("a folder per class in train/, val/, test/" if layout == "folders"
+                            else "mini-ImageNet's images/ with train.csv, val.csv, test.csv")]
+    for split, classes in listing.items():
+        counts = [len(paths) for paths in classes.values()]
+        spread = f" ({min(counts)}–{max(counts)} per class)" if counts else ""
+        lines.append(f"  {split}: {len(classes)} classes, {sum(counts)} images{spread}")
+    return "\n".join(lines)
 
 
 def _read_csv(root: Path, split: str) -> dict[str, list[Path]]:

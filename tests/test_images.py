@@ -123,3 +123,16 @@ def test_zoo_bench_runs_an_image_folder(zoo, tmp_path):
                                "--out", str(tmp_path / "out"), "-q")
     assert code == 0, stderr
     assert "protonet" in stdout and "maml" in stdout
+
+
+@pytest.mark.parametrize(("make", "layout"), [(class_folders, "a folder per class in train/, val/, test/"),
+                                              (csv_layout, "mini-ImageNet's images/ with train.csv")])
+def test_zoo_data_check_reports_the_layout_and_the_classes_and_images_per_split(zoo, tmp_path, make, layout):
+    root = make(tmp_path / "data", per_class=3)
+    code, stdout, stderr = zoo("data", "check", str(root))
+    assert code == 0, stderr
+    assert layout in stdout
+    for split, classes in SPLIT_CLASSES.items():
+        assert f"{split}: {classes} classes, {3 * classes} images (3–3 per class)" in stdout
+    code, stdout, stderr = zoo("data", "check", str(tmp_path))  # the folder above the dataset
+    assert code == 1 and "has neither image-folder layout" in stderr
