@@ -17,6 +17,11 @@ from metazoo.tasks import TaskBatch, TaskSuite
 from torch import nn
 
 
+#: Compiled variants of the outer step one process may hold: every built-in algorithm on a few
+#: protocols (a ``zoo bench`` of many algorithms, or the test suite).
+COMPILED_VARIANTS = 64
+
+
 class MetaLearner(nn.Module, ABC):
     """A meta-learner, built by ``factory(model, suite, **hyperparameters)``.
 
@@ -102,9 +107,10 @@ class PooledMetaLearner(MetaLearner):
     compiled on the first step (its time is reported as ``compile_s``) and reused while the
     meta-batch keeps its shapes; a learner that cannot be compiled falls back to the eager step
     with one warning. Data-parallel training always takes the eager step. Learners of one class
-    and configuration share the compiled code within a process (other hyperparameters or
-    shapes compile anew, up to ``torch._dynamo.config.recompile_limit`` variants, beyond which
-    torch runs the step eagerly).
+    and configuration share the compiled code within a process; other classes, hyperparameters
+    or shapes compile variants of their own, of the same function, so the first compilation
+    raises torch's limit on variants per function (``torch._dynamo.config.recompile_limit``, 8 by
+    default, beyond which a full-graph compilation fails) to :data:`COMPILED_VARIANTS`.
     """
 
     Config: ClassVar[type[PooledConfig]] = PooledConfig
@@ -212,6 +218,8 @@ class PooledMetaLearner(MetaLearner):
         first = "_compiled" not in self.__dict__
         try:
             if first:
+                config = torch._dynamo.config
+                config.recompile_limit = max(config.recompile_limit, COMPILED_VARIANTS)
                 self.__dict__["_optimizer_kind"] = functional_optim.check_supported(self.optimizer)
                 self.__dict__["_compiled"] = torch.compile(self._functional_step, fullgraph=True, dynamic=False)
             named = list(self.named_parameters())

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from metazoo import (
     GradientPool,
     LabelledBatch,
+    Params,
     PooledConfig,
     PooledMetaLearner,
     TaskBatch,
@@ -53,7 +54,6 @@ from torch import Tensor, nn
 PAPER = ("Chen, Liu, Kira, Wang & Huang. A Closer Look at Few-shot Classification. ICLR 2019 "
          "(Baseline, §3.1)")
 
-Params = dict[str, Tensor]
 
 
 @dataclass(frozen=True)

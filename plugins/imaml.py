@@ -15,10 +15,9 @@ import metazoo
 import torch
 from metazoo.config import positive
 from metazoo.engine import map_tasks
-from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner
+from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner, Params
 
 PAPER = "Rajeswaran, Finn, Kakade & Levine. Meta-Learning with Implicit Gradients. NeurIPS 2019"
-Params = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,6 @@ MSL_FLOOR = 0.03  # the reference code's lower bound on a non-final weight, time
 #: MAML's sinusoid α = 0.01 (Finn et al. 2017, §5.1), at which five steps stay stable.
 INNER_LR = {"classification": 0.1, "regression": 0.01}
 
-Params = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,10 @@ import metazoo
 import torch
 from metazoo.config import positive
 from metazoo.engine import map_tasks
-from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner
+from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner, Params
 
 PAPER = "Nichol, Achiam & Schulman. On First-Order Meta-Learning Algorithms. arXiv:1803.02999, 2018"
 ADAM_BETAS, ADAM_EPS = (0.0, 0.999), 1e-8  # the paper's code: tf.train.AdamOptimizer(beta1=0)
-Params = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ def omniglot_cache(tmp_path_factory) -> Path:
 def omniglot(omniglot_cache) -> data.OmniglotImages:
     if not HAVE_DATA:
         pytest.skip(f"the Omniglot zips are not in {DATA}")
+    data._MEMO.clear()  # an earlier test's load in this process would skip writing this cache
     return load_omniglot(DATA, 28, omniglot_cache)
 
 
