@@ -27,7 +27,13 @@ from metazoo.errors import PluginError, UsageError, ZooError  # noqa: E402
 from metazoo.image_folder import ImageSplit, load_image_folder  # noqa: E402
 from metazoo.learner import MetaLearner, PooledMetaLearner  # noqa: E402
 from metazoo.manager import Zoo, get_plugin_manager  # noqa: E402
-from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner, Params, check_head  # noqa: E402
+from metazoo.model_algorithm import (  # noqa: E402
+    InnerLoopConfig,
+    ModelAlgorithmLearner,
+    Params,
+    check_head,
+    parameter_key,
+)
 from metazoo.model_data import ModelDataConfig, ModelDataLearner, embedding, one_hot  # noqa: E402
 from metazoo.models import MLP, BatchStatNorm, Conv4, RunningBatchNorm  # noqa: E402
 from metazoo.tasks import (  # noqa: E402
@@ -60,6 +66,7 @@ __all__ = [
     "PooledConfig",
     "PooledMetaLearner",
     "Params",
+    "parameter_key",
     "GradientPool",
     "LabelledBatch",
     "TaskBatch",

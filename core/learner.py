@@ -16,7 +16,6 @@ from metazoo.models import has_running_statistics
 from metazoo.tasks import TaskBatch, TaskSuite
 from torch import nn
 
-
 #: Compiled variants of the outer step one process may hold: every built-in algorithm on a few
 #: protocols (a ``zoo bench`` of many algorithms, or the test suite).
 COMPILED_VARIANTS = 64

@@ -173,6 +173,13 @@ class ModelAlgorithmLearner(PooledMetaLearner):
             return map_tasks(predict_task, batch.tensors(), execution)
 
 
+def parameter_key(name: str) -> str:
+    """A parameter's name as a key of an :class:`torch.nn.ParameterDict`, which may not contain
+    dots (``"body.0.weight"`` → ``"body__0__weight"``): for meta-parameters kept per model
+    parameter, such as learnt inner rates."""
+    return name.replace(".", "__")
+
+
 def check_head(learner: ModelAlgorithmLearner, prefix: str) -> list[str]:
     """Parameter names under ``prefix`` (the head), or a clear error if the model has none."""
     names = [n for n, _ in learner.model.named_parameters() if n.startswith(prefix + ".")]

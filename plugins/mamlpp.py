@@ -55,7 +55,7 @@ import torch
 from metazoo.config import positive
 from metazoo.engine import map_tasks
 from metazoo.errors import ZooError
-from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner
+from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner, parameter_key
 from metazoo.models import BatchStatNorm, RunningBatchNorm
 from torch import nn
 
@@ -118,13 +118,13 @@ class MAMLPP(ModelAlgorithmLearner):
             raise ZooError("mamlpp adapts every parameter but the batch-norm weights, and the model has no other")
         if config.learn_inner_lrs:
             self.inner_lrs = nn.ParameterDict({
-                _key(name): nn.Parameter(torch.full((steps,), config.inner_lr, dtype=params[name].dtype,
+                parameter_key(name): nn.Parameter(torch.full((steps,), config.inner_lr, dtype=params[name].dtype,
                                                     device=params[name].device))
                 for name in self._adapted})
         self._per_step = sorted(norms) if config.per_step_bn and steps > 1 else []
         if self._per_step:  # steps 2..N: copies of the model's own (step 1's) weights, [N − 1, C]
             self.bn_steps = nn.ParameterDict({
-                _key(name): nn.Parameter(params[name].detach().clone().expand(steps - 1, *params[name].shape).clone())
+                parameter_key(name): nn.Parameter(params[name].detach().clone().expand(steps - 1, *params[name].shape).clone())
                 for name in self._per_step})
 
     # -- the inner loop ---------------------------------------------------------------------------
@@ -137,14 +137,14 @@ class MAMLPP(ModelAlgorithmLearner):
         if not self.config.learn_inner_lrs:
             return super().inner_update(params, grads, step)
         i = min(step, self.config.inner_steps - 1)
-        return {n: p - self.inner_lrs[_key(n)][i] * grads[n] for n, p in params.items()}
+        return {n: p - self.inner_lrs[parameter_key(n)][i] * grads[n] for n, p in params.items()}
 
     def step_parameters(self, step):
         """BNWB: the batch-norm weights and biases of inner step ``step`` (step 0: the model's)."""
         i = min(step, self.config.inner_steps - 1)
         if i == 0 or not self._per_step:
             return {}
-        return {name: self.bn_steps[_key(name)][i - 1] for name in self._per_step}
+        return {name: self.bn_steps[parameter_key(name)][i - 1] for name in self._per_step}
 
     # -- the schedules ----------------------------------------------------------------------------
 
@@ -211,10 +211,6 @@ class MAMLPP(ModelAlgorithmLearner):
         with torch.no_grad():
             self.outer_step += 1
         return stats
-
-
-def _key(name: str) -> str:
-    return name.replace(".", "__")  # ParameterDict keys may not contain dots
 
 
 @metazoo.hookimpl

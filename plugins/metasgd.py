@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import metazoo
 import torch
-from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner
+from metazoo.model_algorithm import InnerLoopConfig, ModelAlgorithmLearner, parameter_key
 from torch import nn
 
 PAPER = "Li, Zhou, Chen & Li. Meta-SGD: Learning to Learn Quickly for Few-Shot Learning. arXiv:1707.09835, 2017"
@@ -30,16 +30,12 @@ class MetaSGD(ModelAlgorithmLearner):
         super().__init__(model, suite, **hyperparameters)
         low, high = self.config.lr_init_low, self.config.lr_init_high
         self.inner_lrs = nn.ParameterDict(
-            {_key(name): nn.Parameter(torch.empty_like(p).uniform_(low, high))
+            {parameter_key(name): nn.Parameter(torch.empty_like(p).uniform_(low, high))
              for name, p in model.named_parameters()}
         )
 
     def inner_update(self, params, grads, step):
-        return {name: p - self.inner_lrs[_key(name)] * grads[name] for name, p in params.items()}
-
-
-def _key(name: str) -> str:
-    return name.replace(".", "__")  # ParameterDict keys may not contain dots
+        return {name: p - self.inner_lrs[parameter_key(name)] * grads[name] for name, p in params.items()}
 
 
 @metazoo.hookimpl
