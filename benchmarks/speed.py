@@ -225,7 +225,7 @@ def check_same_meta_gradient(case: Case, num_tasks: int, device: torch.device,
     with tf32_off(device):
         expected = reference.meta_gradient(batch)
         for label, learner in learners.items():
-            if learner.config.compile:
+            if learner.compiles:
                 continue
             loss = learner.meta_gradient(batch)
             if abs(loss - expected) > case.loss_rtol * abs(expected):
@@ -237,7 +237,7 @@ def check_same_meta_gradient(case: Case, num_tasks: int, device: torch.device,
                                          f"max |Δ| = {(p.grad - q.grad).abs().max().item():.3g}")
         reference.optimizer.step()
         for label, learner in learners.items():
-            if not learner.config.compile:
+            if not learner.compiles:
                 continue
             stats = learner.meta_train_step(batch)
             loss, compile_s[label] = stats["loss"], stats.get("compile_s", float("nan"))
@@ -289,7 +289,7 @@ def measure(case: Case, num_tasks: int, device: torch.device, seconds: float, ro
     compile_s = check_same_meta_gradient(case, num_tasks, device, protocol)
     learners, reference, batch = build(case, num_tasks, device, torch.float32, protocol)
     if gradient_only:  # the compiled step always includes the update
-        learners = {label: learner for label, learner in learners.items() if not learner.config.compile}
+        learners = {label: learner for label, learner in learners.items() if not learner.compiles}
     steps = {label: make_step(learner, batch, gradient_only) for label, learner in learners.items()}
     steps["loop"] = make_step(reference, batch, gradient_only)
     for step in steps.values():
@@ -307,7 +307,7 @@ def measure(case: Case, num_tasks: int, device: torch.device, seconds: float, ro
         row[f"{label}/loop"] = statistics.median(ratios)
         row[f"{label}/loop range"] = f"{min(ratios):.2f}–{max(ratios):.2f}"
     for label, learner in learners.items():
-        if learner.config.compile:
+        if learner.compiles:
             row[f"{label} compile s"] = compile_s[label]  # in the check, dtype case.check_dtype
         elif case.engines[label]["execution"] == "auto":
             row[f"{label} runs"] = learner.execution  # what "auto" resolved to

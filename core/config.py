@@ -43,7 +43,8 @@ class PooledConfig(LearnerConfig):
 
     chunk_size: int | None = None  # tasks per chunk of the meta-batch (default: all at once)
     execution: Literal["auto", "vmap", "loop"] = "auto"  # see metazoo.engine
-    compile: bool = False  # compile the whole outer step (see metazoo.learner.PooledMetaLearner)
+    # compile the whole outer step (see metazoo.learner.PooledMetaLearner); "auto": where it pays
+    compile: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -141,6 +141,21 @@ class PooledMetaLearner(MetaLearner):
         device = next(self.parameters()).device
         return choose_execution(self.config.execution, self.model, device, self.per_task_weights)
 
+    @property
+    def compiles(self) -> bool:
+        """Whether the outer step is compiled: the ``compile`` setting, where ``"auto"`` means
+        yes for a long run (the harness says so, :data:`metazoo.run.LONG_RUN`) on a model whose
+        compiled step the speed benchmarks measured faster on a CPU (``results/speed.md``):
+        one without convolutions (the sinusoid MLPs: 29-50× the per-task loop), or with
+        convolutions on weights shared by all tasks (ProtoNet's conv4: 1.5×); not convolutions
+        on per-task weights (MAML's conv4: 0.9×), nor batch norm with running statistics."""
+        if self.config.compile != "auto":
+            return self.config.compile
+        if not self.__dict__.get("_long_run") or has_running_statistics(self.model):
+            return False
+        has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in self.model.modules())
+        return not (has_conv and self.per_task_weights)
+
     @abstractmethod
     def chunk_objective(self, chunk: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """``(objective, loss)``: the sum over the chunk's tasks of the objective whose gradient
@@ -174,7 +189,7 @@ class PooledMetaLearner(MetaLearner):
     def meta_train_step(self, batch: TaskBatch) -> dict[str, float]:
         scheduler = self.scheduler  # built before the optimiser's first step, as torch expects
         stats = None
-        if self.config.compile and not _distributed() and not self.__dict__.get("_compile_failed"):
+        if self.compiles and not _distributed() and not self.__dict__.get("_compile_failed"):
             stats = self._compiled_train_step(batch)
         if stats is None:
             stats = {"loss": self.meta_gradient(batch)}

@@ -4,6 +4,7 @@ a learner that cannot be compiled, and the compile time recorded apart from trai
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -145,3 +146,31 @@ def test_a_linear_schedule_anneals_the_outer_rate_to_zero(host, one_thread):
         learner.meta_train_step(suite.sample("train", 2, torch.Generator().manual_seed(i)))
         rates.append(learner.optimizer.param_groups[0]["lr"])
     assert rates == pytest.approx([0.75, 0.5, 0.25, 0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize(("algorithm", "suite", "backbone", "budget", "expected"), [
+    ("maml", "sinusoid", None, "steps = 70000", True),  # an MLP, a long run: compiled
+    ("maml", "sinusoid", None, "time = 1200", True),
+    ("maml", "sinusoid", None, "steps = 4000", False),  # too short to repay the compilation
+    ("protonet", "omniglot", "conv4", "steps = 20000", True),  # convolutions on shared weights
+    ("maml", "omniglot", "conv4", "steps = 20000", False),  # convolutions on per-task weights
+    ("protonet", "omniglot", "conv4-running-bn", "steps = 20000", False),  # running statistics
+])
+def test_compile_auto_compiles_long_runs_where_the_benchmarks_show_it_pays(host, tmp_path, algorithm, suite,
+                                                                           backbone, budget, expected):
+    from metazoo.benchmark import load_benchmark
+    from metazoo.run import Run, make_learner, make_suite
+    from test_omniglot import DATA, HAVE_DATA
+
+    if suite == "omniglot" and not HAVE_DATA:
+        pytest.skip(f"the Omniglot zips are not in {DATA}")
+    spec = tmp_path / "auto.toml"
+    spec.write_text(f'suite = "{suite}"\n' + (f'backbone = "{backbone}"\n' if backbone else "")
+                    + f"[training]\n{budget}\n")
+    benchmark = load_benchmark(spec)
+    learner = make_learner(Run(benchmark, host.algorithms.get(algorithm), 0),
+                           make_suite(host, benchmark, str(DATA)), host.backbones)
+    assert learner.config.compile == "auto" and learner.compiles is expected
+    explicit = dataclasses.replace(learner.config, compile=not expected)  # an explicit setting wins
+    learner.config = explicit
+    assert learner.compiles is (not expected)
