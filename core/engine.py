@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from metazoo.models import has_running_statistics
+from metazoo.models import has_convolutions, has_running_statistics
 from torch import nn
 
 
@@ -57,8 +57,7 @@ def choose_execution(
         return execution
     if has_running_statistics(model):
         return "loop"  # each task's forward pass updates the running statistics in turn
-    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-    return "loop" if per_task_weights and has_conv and device.type == "cpu" else "vmap"
+    return "loop" if per_task_weights and has_convolutions(model) and device.type == "cpu" else "vmap"
 
 
 def map_tasks(fn: Callable[..., Any], tensors: Sequence[torch.Tensor], execution: str) -> Any:

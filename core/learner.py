@@ -12,7 +12,7 @@ from metazoo import functional_optim
 from metazoo.config import LearnerConfig, PooledConfig, build_config
 from metazoo.engine import GradientPool, choose_execution
 from metazoo.errors import ZooError
-from metazoo.models import has_running_statistics
+from metazoo.models import has_convolutions, has_running_statistics
 from metazoo.tasks import TaskBatch, TaskSuite
 from torch import nn
 
@@ -151,10 +151,10 @@ class PooledMetaLearner(MetaLearner):
         on per-task weights (MAML's conv4: 0.9×), nor batch norm with running statistics."""
         if self.config.compile != "auto":
             return self.config.compile
-        if not self.__dict__.get("_long_run") or has_running_statistics(self.model):
-            return False
-        has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in self.model.modules())
-        return not (has_conv and self.per_task_weights)
+        if "_compile_pays" not in self.__dict__:  # the model's layers: asked once, not every step
+            self.__dict__["_compile_pays"] = not has_running_statistics(self.model) and not (
+                has_convolutions(self.model) and self.per_task_weights)
+        return bool(self.__dict__.get("_long_run")) and self.__dict__["_compile_pays"]
 
     @abstractmethod
     def chunk_objective(self, chunk: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:

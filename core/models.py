@@ -92,6 +92,12 @@ def has_running_statistics(model: nn.Module) -> bool:
     return any(getattr(m, "running_mean", None) is not None for m in model.modules())
 
 
+def has_convolutions(model: nn.Module) -> bool:
+    """Whether ``model`` has a convolution layer (which decides how its tasks are best run on a
+    CPU: :func:`metazoo.engine.choose_execution`, ``PooledMetaLearner.compiles``)."""
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
 class Conv4(nn.Sequential):
     """The conv4 backbone of few-shot image classification: ``body`` then a linear ``head``.
 
