@@ -11,6 +11,7 @@ query labels, pooling meta-gradients over chunks and processes.
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -96,15 +97,19 @@ class ModelDataLearner(PooledMetaLearner):
         mean over all queries: cross-entropy of the scores as logits, unless overridden."""
         return task_loss("classification", scores, labels)
 
-    def embedding_size(self, suite: TaskSuite) -> int:
-        """The size of one example's embedding, from one task of ``suite`` (for learners whose
+    def embedding_shape(self, suite: TaskSuite) -> torch.Size:
+        """The shape of one example's embedding, from one task of ``suite`` (for learners whose
         own modules depend on it); the model's running statistics, if any, are left as they are."""
         x = suite.sample("train", 1, torch.Generator().manual_seed(0)).support_x[0]
         training = self.embed.training
         with torch.no_grad():
-            size = self.embed.eval()(x.to(next(self.embed.parameters()).dtype)).shape[-1]
+            shape = self.embed.eval()(x.to(next(self.embed.parameters()).dtype)).shape[1:]
         self.embed.train(training)
-        return size
+        return shape
+
+    def embedding_size(self, suite: TaskSuite) -> int:
+        """The number of features of one example's embedding (see :meth:`embedding_shape`)."""
+        return math.prod(self.embedding_shape(suite))
 
     # -- the engine -----------------------------------------------------------------------------
 

@@ -108,7 +108,9 @@ class Conv4(nn.Sequential):
     28 → 14 → 7 → 3 → 1, so ``head`` sees ``hidden · (image_size // 16)²`` features. The MAML
     reference code for Omniglot downsamples by stride-2 convolutions instead and averages the
     last feature map over space (``downsample="stride"``: 28 → 14 → 7 → 4 → 2, then the spatial
-    mean; ``head`` sees ``hidden`` features). Model-data learners use ``body`` as the embedding.
+    mean; ``head`` sees ``hidden`` features). ``pool_blocks`` max-pools in the first blocks only:
+    Sung et al. (CVPR 2018, §3.4) pool in the first two, so their relation module compares 7×7
+    feature maps of a 28×28 image. Model-data learners use ``body`` as the embedding.
 
     ``norm="batch"`` normalises every batch by its own statistics, in training and at test
     (:class:`BatchStatNorm`, the MAML reference code's); ``norm="running"`` keeps running
@@ -118,14 +120,17 @@ class Conv4(nn.Sequential):
 
     def __init__(
         self, in_channels: int = 1, out_features: int = 5, hidden: int = 64, image_size: int = 28,
-        downsample: str = "maxpool", norm: str = "batch",
+        downsample: str = "maxpool", norm: str = "batch", pool_blocks: int = 4,
     ) -> None:
         if downsample not in ("maxpool", "stride"):
             raise ValueError(f"downsample must be 'maxpool' or 'stride', got {downsample!r}")
         if norm not in ("batch", "running"):
             raise ValueError(f"norm must be 'batch' or 'running', got {norm!r}")
+        if not 0 <= pool_blocks <= 4 or (pool_blocks != 4 and downsample != "maxpool"):
+            raise ValueError(f"pool_blocks must be 0 to 4 with downsample='maxpool', got {pool_blocks}")
         normalisation = BatchStatNorm if norm == "batch" else RunningBatchNorm
-        side = image_size // 16 if downsample == "maxpool" else 1  # after four floor-halvings, or the mean
+        # After pool_blocks floor-halvings, or the spatial mean.
+        side = image_size // 2**pool_blocks if downsample == "maxpool" else 1
         if image_size < 16:
             raise ValueError(f"Conv4 needs images of at least 16×16 pixels, got {image_size}")
         stride = 2 if downsample == "stride" else 1
@@ -136,7 +141,7 @@ class Conv4(nn.Sequential):
                 norm=normalisation(hidden),
                 relu=nn.ReLU(),
             )
-            if downsample == "maxpool":
+            if downsample == "maxpool" and i < pool_blocks:
                 layers["pool"] = nn.MaxPool2d(2)  # [N, hidden, s, s] -> [N, hidden, s // 2, s // 2]
             blocks[f"block{i}"] = nn.Sequential(layers)
         if downsample == "stride":

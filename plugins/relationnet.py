@@ -3,10 +3,16 @@
 Each class is represented by the element-wise sum of its support embeddings (§3.3, K-shot); a
 learnt relation module g scores every (query, class) pair from their concatenated embeddings,
 r = g([f(x̂), Σ f(x_i)]) ∈ (0, 1), and training regresses the scores on the one-hot labels by
-mean squared error (Eq. 2), not cross-entropy. The paper's relation module is two convolutional
-blocks on the concatenated feature maps, then fully connected layers of 8 and 1 units; the
-built-in backbones give flat embeddings (conv4 pools a 28×28 image down to 1×1), so g here is
-the fully connected part: [2D → ``relation_hidden`` (ReLU) → 1, sigmoid].
+mean squared error (Eq. 2), not cross-entropy.
+
+The relation module compares feature maps, as in the paper (§3.4, Fig. 2): with a convolutional
+backbone the embedding is the body's last feature map (its flattening left out), and g is two
+blocks of [3×3 convolution with as many filters as the embedding, batch norm, ReLU, 2×2
+max-pooling] on the concatenated maps, then fully connected layers of ``relation_hidden`` (ReLU)
+and 1 unit (sigmoid). The paper's embedding pools in its first two blocks only (the
+``conv4-relation`` backbone): pooled down to 1×1 (plain ``conv4``) the concatenated vectors
+carry no spatial layout to compare, and on Omniglot the module then settles on the constant
+score 1/N. A flat embedding (an MLP's) gets the fully connected part alone.
 """
 
 from dataclasses import dataclass
@@ -14,6 +20,7 @@ from dataclasses import dataclass
 import metazoo
 import torch
 from metazoo.model_data import ModelDataConfig, ModelDataLearner, one_hot
+from metazoo.models import BatchStatNorm
 from torch import Tensor, nn
 
 PAPER = ("Sung, Yang, Zhang, Xiang, Torr & Hospedales. Learning to Compare: Relation Network for "
@@ -25,6 +32,24 @@ class RelationNetConfig(ModelDataConfig):
     relation_hidden: int = 8  # Sung et al. 2018, §3.4: fully connected layers of 8 and 1 units
 
 
+def relation_module(shape: torch.Size, hidden: int) -> nn.Sequential:
+    """g for embeddings of ``shape``: ``[P, 2C, H, W]`` (or ``[P, 2D]``) pairs -> ``[P, 1]`` scores."""
+    layers: list[nn.Module] = []
+    if len(shape) == 3:  # feature maps [C, H, W]: two convolutional blocks first
+        channels, side = shape[0], min(shape[1:])
+        for i in range(2):
+            layers += [nn.Conv2d(2 * channels if i == 0 else channels, channels, 3, padding=1),
+                       BatchStatNorm(channels), nn.ReLU()]
+            if side >= 2:
+                layers.append(nn.MaxPool2d(2))
+                side //= 2
+        layers.append(nn.Flatten())
+        features = channels * side * side
+    else:
+        features = 2 * shape[0]
+    return nn.Sequential(*layers, nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid())
+
+
 class RelationNet(ModelDataLearner):
     """Score (query, class) pairs by a learnt relation module; trained by MSE on one-hot labels."""
 
@@ -32,15 +57,17 @@ class RelationNet(ModelDataLearner):
 
     def __init__(self, model, suite, **hyperparameters):
         super().__init__(model, suite, **hyperparameters)
-        size = self.embedding_size(suite)
-        self.relation = nn.Sequential(nn.Linear(2 * size, self.config.relation_hidden), nn.ReLU(),
-                                      nn.Linear(self.config.relation_hidden, 1), nn.Sigmoid())
+        if isinstance(self.embed, nn.Sequential) and isinstance(self.embed[-1], nn.Flatten):
+            self.__dict__["embed"] = self.embed[:-1]  # compare feature maps, not their flattening
+        self.relation = relation_module(self.embedding_shape(suite), self.config.relation_hidden)
 
     def score(self, support: Tensor, support_y: Tensor, query: Tensor, n_way: int) -> Tensor:
-        classes = one_hot(support_y, n_way, support.dtype).T @ support  # [N, D]: sums over shots
-        pairs = torch.cat([query.unsqueeze(1).expand(-1, n_way, -1),
-                           classes.unsqueeze(0).expand(query.shape[0], -1, -1)], dim=-1)  # [Q, N, 2D]
-        return self.relation(pairs).squeeze(-1)  # [Q, N] relation scores in (0, 1)
+        shape = support.shape[1:]
+        classes = (one_hot(support_y, n_way, support.dtype).T @ support.flatten(1)).unflatten(1, shape)  # sums over shots
+        q, n = query.shape[0], n_way
+        pairs = torch.cat([query.unsqueeze(1).expand(q, n, *shape),
+                           classes.unsqueeze(0).expand(q, n, *shape)], dim=2)  # [Q, N, 2C, ...]
+        return self.relation(pairs.flatten(0, 1)).view(q, n)  # [Q, N] relation scores in (0, 1)
 
     def objective(self, scores: Tensor, labels: Tensor, n_way: int) -> Tensor:
         return (scores - one_hot(labels, n_way, scores.dtype)).pow(2).mean()  # Eq. 2

@@ -194,8 +194,42 @@ def test_relationnet_sizes_its_relation_module_without_touching_running_statisti
     from metazoo.plugins.relationnet import RelationNet
 
     learner = RelationNet(model, suite)
-    assert learner.relation[0].in_features == 2 * 8
+    assert learner.relation[0].in_channels == 2 * 8  # the concatenated 1×1 feature maps
     assert torch.equal(model.body.block0.norm.running_mean, torch.zeros(8)) and learner.model.training
+
+
+@pytest.mark.parametrize("execution", ["vmap", "loop"])
+def test_relationnet_compares_feature_maps_as_the_paper_by_hand(host, execution):
+    """Sung et al. §3.4 on the conv4-relation embedding (7×7 maps of a 28×28 image): every
+    (query, class-sum) pair concatenated by channel and scored by g, one task at a time."""
+    torch.manual_seed(0)
+    suite = RandomImages(ways=3, shots=2, queries=2)
+    model = Conv4(out_features=3, hidden=8, pool_blocks=2).double()
+    learner = host.algorithms.get("relationnet").factory(model, suite, outer_optimizer="sgd", outer_lr=1.0,
+                                                         execution=execution).double()
+    assert [type(m).__name__ for m in learner.relation][:4] == ["Conv2d", "BatchStatNorm", "ReLU", "MaxPool2d"]
+    assert learner.relation[9].in_features == 8  # 7 -> 3 -> 1 after the two pooled blocks
+    batch = batch_of(suite, tasks=2)
+
+    def by_hand(sx, sy, qx):
+        maps = model.body[:-1](torch.cat([sx, qx]))  # the episode's maps [S + Q, 8, 7, 7]
+        support, query = maps[: len(sx)], maps[len(sx):]
+        assert support.shape[1:] == (8, 7, 7)
+        classes = [support[sy == k].sum(0) for k in range(3)]
+        pairs = torch.stack([torch.cat([q, c]) for q in query for c in classes])  # [Q · N, 16, 7, 7]
+        return learner.relation(pairs).view(len(query), 3)
+
+    tensors = list(zip(*batch.tensors()))
+    torch.testing.assert_close(learner.predict(batch), torch.stack([by_hand(sx, sy, qx) for sx, sy, qx, _ in tensors]),
+                               rtol=1e-9, atol=1e-12)
+    learner.train()
+    mean_loss = sum(((by_hand(sx, sy, qx) - F.one_hot(qy, 3).double()) ** 2).mean()
+                    for sx, sy, qx, qy in tensors) / len(tensors)
+    names = [n for n, _ in learner.named_parameters()]
+    grads = dict(zip(names, torch.autograd.grad(mean_loss, list(learner.parameters()), allow_unused=True)))
+    moved = outer_step(learner, batch)
+    assert_gradients(moved, {n: g for n, g in grads.items() if g is not None}, prefix="")
+    assert any(n.startswith("relation.0") for n, g in grads.items() if g is not None)
 
 
 # -- iMAML ----------------------------------------------------------------------------------------

@@ -103,3 +103,7 @@ def test_conv4_shapes_and_embedding():
     assert model(x).shape == (4, 5)
     assert model.head.in_features == 64
     assert Conv4(in_channels=3, hidden=32, image_size=84).head.in_features == 32 * 5 * 5
+    assert Conv4(pool_blocks=2).head.in_features == 64 * 7 * 7  # Relation Networks' embedding
+    assert Conv4(pool_blocks=2).body(torch.zeros(2, 1, 28, 28)).shape == (2, 64 * 7 * 7)
+    with pytest.raises(ValueError, match="pool_blocks must be 0 to 4"):
+        Conv4(pool_blocks=2, downsample="stride")
