@@ -243,4 +243,4 @@ def test_a_registered_backbone_is_chosen_per_spec_per_algorithm_or_on_the_comman
                           "--out", str(out), "--dry-run")
     assert code == 0 and stdout.splitlines()[-1] == "1 of 1 run(s) to run"  # another backbone: another run
     code, _, stderr = zoo("bench", "--benchmark", str(spec), "--backbone", "resnet99", "--out", str(out))
-    assert code == 2 and "unknown backbone 'resnet99'; available: conv4, conv4-32, conv4-running-bn, conv4-strided, mlp" in stderr
+    assert code == 2 and "unknown backbone 'resnet99'; available: conv4, conv4-32, conv4-relation, conv4-running-bn, conv4-strided, mlp" in stderr
