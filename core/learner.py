@@ -41,6 +41,9 @@ class MetaLearner(nn.Module, ABC):
 
     family: ClassVar[str]
     Config: ClassVar[type[LearnerConfig]] = LearnerConfig
+    #: Set by the harness for a run of a long budget (:data:`metazoo.run.LONG_RUN`): set-up
+    #: work that pays back only over many steps (compiling the outer step) is worth doing.
+    long_run: bool = False
 
     def __init__(self, model: nn.Module | None = None, suite: TaskSuite | None = None,
                  **hyperparameters: Any) -> None:
@@ -154,7 +157,7 @@ class PooledMetaLearner(MetaLearner):
         if "_compile_pays" not in self.__dict__:  # the model's layers: asked once, not every step
             self.__dict__["_compile_pays"] = not has_running_statistics(self.model) and not (
                 has_convolutions(self.model) and self.per_task_weights)
-        return bool(self.__dict__.get("_long_run")) and self.__dict__["_compile_pays"]
+        return self.long_run and self.__dict__["_compile_pays"]
 
     @abstractmethod
     def chunk_objective(self, chunk: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -165,7 +165,7 @@ def make_learner(run: Run, suite: TaskSuite, backbones=None) -> MetaLearner:
         raise ZooError(f"algorithm {run.algorithm.name}: {exc}") from None
     budget = run.benchmark.training
     if (budget.steps or 0) >= LONG_RUN["steps"] or (budget.time or 0) >= LONG_RUN["time"]:
-        learner.__dict__["_long_run"] = True  # "auto" compilation pays back its seconds here
+        learner.long_run = True  # "auto" compilation pays back its seconds here
     return learner
 
 
