@@ -239,7 +239,7 @@ def _row(label: str, runs: list[dict], metric: str | None) -> dict[str, Any]:
         "ci95": ci95(per_task),
         "seed_sd": float(np.std(seed_means, ddof=1)) if len(ok) > 1 else math.nan,
         "test_tasks": per_task.size,
-        "train_time_s": float(np.mean([r["train"]["time_s"] for r in ok])),
+        "train_time_s": float(np.mean([r["train"]["budget_s"] for r in ok])),  # on the budget's clock
         "steps": float(np.mean([r["train"]["steps"] for r in ok])),
         "curves": [r.get("validation") or [] for r in ok],
         "tasks_per_s": float(np.mean([r["train"]["tasks_per_s"] for r in ok])),

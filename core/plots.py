@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from metazoo.errors import ZooError
 from metazoo.leaderboard import row_labels, summarize
+from metazoo.milestones import curve_clock
 
 
 def plot_table(records: list[dict[str, Any]], title: str, path: Path) -> Path:
@@ -38,9 +39,12 @@ def plot_table(records: list[dict[str, Any]], title: str, path: Path) -> Path:
     figure = Figure(figsize=(15, 4.6), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     by_steps, by_time, bars = figure.subplots(1, 3)
+    clocks = set(summary["clock"])  # one benchmark's runs share a clock; else wall-clock times
+    field, clock = curve_clock([r.get("validation") or [] for r in records], clocks.pop()) \
+        if len(clocks) == 1 else ("time_s", "wall")
     for algorithm in algorithms:
         runs = [r for r in records if label_of[r["key"]] == algorithm and r.get("status") == "ok" and r.get("validation")]
-        curves = [([v["step"] for v in r["validation"]], [v["time_s"] for v in r["validation"]],
+        curves = [([v["step"] for v in r["validation"]], [v[field] for v in r["validation"]],
                    [v["value"] * scale for v in r["validation"]]) for r in runs]
         if curves and all(c[0] == curves[0][0] for c in curves):
             curves = [(curves[0][0], list(np.mean([c[1] for c in curves], axis=0)),
@@ -49,12 +53,13 @@ def plot_table(records: list[dict[str, Any]], title: str, path: Path) -> Path:
             label = algorithm if i == 0 else None
             by_steps.plot(steps, values, marker="o", markersize=3, color=colors[algorithm], label=label)
             by_time.plot(times, values, marker="o", markersize=3, color=colors[algorithm], label=label)
-    for axes, xlabel in ((by_steps, "meta-training steps"), (by_time, "meta-training time (s)")):
+    time_label = "meta-training CPU time (s)" if clock == "cpu" else "meta-training wall-clock time (s)"
+    for axes, xlabel in ((by_steps, "meta-training steps"), (by_time, time_label)):
         axes.set_xlabel(xlabel)
         axes.set_ylabel(f"validation {metric}")
         axes.grid(alpha=0.3)
     by_steps.set_title("validation vs steps")
-    by_time.set_title("validation vs wall time")
+    by_time.set_title("validation vs CPU time" if clock == "cpu" else "validation vs wall-clock time")
     if by_steps.lines:
         by_steps.legend(fontsize="small")
 

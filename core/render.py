@@ -84,7 +84,7 @@ def display_table(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             "published": published or "–",
             "seeds": row["seeds"],
             "test tasks": row["test_tasks"],
-            "train time (s)": number(row["train_time_s"], ".1f"),
+            "train CPU time (s)" if row["clock"] == "cpu" else "train time (s)": number(row["train_time_s"], ".1f"),
             "outer steps": _steps(row),
             "tasks/s": number(row["tasks_per_s"], ".0f"),
             "peak memory (MB)": number(row["peak_memory_mb"], ".0f"),

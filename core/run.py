@@ -283,7 +283,7 @@ def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: to
         if (budget.val_every and step % budget.val_every == 0) or (
             budget.val_every_s and budget_time - last_validation >= budget.val_every_s
         ):
-            validation.check(step, train_time, loss)
+            validation.check(step, train_time, budget_time, loss)
             last_validation = budget_time
         if saver:
             saver.maybe_save({
@@ -293,7 +293,7 @@ def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: to
                 "best_step": validation.best_step, "best_state": validation.best_state,
             })
     if not validation.history or validation.history[-1]["step"] != step:
-        validation.check(step, train_time, loss)
+        validation.check(step, train_time, budget_time, loss)
     learner.load_state_dict(validation.best_state)
 
     test_tasks = TaskList(suite, "test", evaluation.test_tasks, evaluation.eval_seed, evaluation.batch_tasks)
@@ -330,9 +330,11 @@ class Validation:
         self.history: list[dict[str, float]] = []
         self.best_value, self.best_step, self.best_state = math.nan, None, None
 
-    def check(self, step: int, train_time: float, loss: float) -> None:
+    def check(self, step: int, train_time: float, budget_time: float, loss: float) -> None:
+        """Validate at ``step``, after ``train_time`` wall-clock seconds of training and
+        ``budget_time`` seconds on the budget's clock (both without validation)."""
         value = evaluate(self.learner, self.suite, self.tasks, self.device).mean().item()
-        self.history.append({"step": step, "time_s": train_time, "value": value})
+        self.history.append({"step": step, "time_s": train_time, "budget_s": budget_time, "value": value})
         self.progress.validated(value)
         if self.validated is not None:
             self.validated(step, value, train_time, loss)

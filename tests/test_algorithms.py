@@ -9,6 +9,7 @@ from __future__ import annotations
 import metazoo
 import pytest
 import torch
+from metazoo.errors import ZooError
 from metazoo.models import MLP
 from metazoo.tasks import task_metrics
 
@@ -69,11 +70,16 @@ def test_reptile_step_equals_its_formula(host):
         torch.testing.assert_close(p.detach(), expected, rtol=1e-12, atol=1e-12, msg=name)
 
 
-def adam_by_hand(model, params, x, y, steps, lr, batch):
-    """The paper's code's inner loop with torch's Adam (β₁ = 0), fresh per task, on consecutive
-    slices of ``batch`` support examples, cycling."""
+def adam_by_hand(model, params, x, y, steps, lr, batch, second=None, steps_done=0):
+    """The paper's code's inner loop with torch's Adam (β₁ = 0) on consecutive slices of ``batch``
+    support examples, cycling; fresh, or from the second moments ``second`` after ``steps_done``
+    steps. Returns the adapted parameters and Adam's second moments after the loop."""
     phi = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
     adam = torch.optim.Adam(phi.values(), lr=lr, betas=(0.0, 0.999), eps=1e-8)
+    if second is not None:
+        for name, p in phi.items():
+            adam.state[p] = {"step": torch.tensor(float(steps_done)), "exp_avg": torch.zeros_like(p),
+                             "exp_avg_sq": second[name].clone()}
     order = torch.arange(x.shape[0]).repeat(steps * batch // x.shape[0] + 1)
     for step in range(steps):
         rows = order[step * batch : (step + 1) * batch]
@@ -81,21 +87,24 @@ def adam_by_hand(model, params, x, y, steps, lr, batch):
         adam.zero_grad()
         ((out - y[rows]) ** 2).mean().backward()
         adam.step()
-    return {name: p.detach() for name, p in phi.items()}
+    return ({name: p.detach() for name, p in phi.items()},
+            {name: adam.state[p]["exp_avg_sq"].detach() for name, p in phi.items()})
 
 
 @pytest.mark.parametrize("execution", ["vmap", "loop"])
 def test_reptile_with_the_papers_inner_adam_on_minibatches_equals_a_plain_loop(host, execution):
-    """Inner Adam (β₁ = 0) on slices of 3 of the 10 support points, 5 steps (so the slices wrap
-    around), then the Reptile step; and at test time the eval batch and step count."""
+    """Inner Adam (β₁ = 0), fresh on every task, on slices of 3 of the 10 support points, 5 steps
+    (so the slices wrap around), then the Reptile step; and at test time the eval batch and step
+    count."""
     k, epsilon, inner_lr = 5, 0.5, 0.01
     suite = make_suite(host, "sinusoid")
     learner = build(host, "reptile", suite, inner_steps=k, inner_lr=inner_lr, outer_lr=epsilon,
-                    inner_optimizer="adam", inner_batch=3, eval_inner_batch=4, eval_inner_steps=2,
-                    execution=execution)
+                    inner_optimizer="adam", inner_adam_state="fresh", inner_batch=3, eval_inner_batch=4,
+                    eval_inner_steps=2, execution=execution)
+    learner.meta_train_step(sample(suite, num_tasks=4, seed=2))  # a fresh state: no step carries over
     batch = sample(suite, num_tasks=4)
     theta = snapshot(learner.model)
-    phis = [adam_by_hand(learner.model, theta, sx, sy, k, inner_lr, 3) for sx, sy, _, _ in zip(*batch.tensors())]
+    phis = [adam_by_hand(learner.model, theta, sx, sy, k, inner_lr, 3)[0] for sx, sy, _, _ in zip(*batch.tensors())]
     learner.meta_train_step(batch)
     for name, p in learner.model.named_parameters():
         mean_delta = torch.stack([phi[name] - theta[name] for phi in phis]).mean(0)
@@ -104,9 +113,64 @@ def test_reptile_with_the_papers_inner_adam_on_minibatches_equals_a_plain_loop(h
     theta = snapshot(learner.model)
     test = sample(suite, num_tasks=3, seed=1, split="test")
     expected = torch.stack([
-        torch.func.functional_call(learner.model, adam_by_hand(learner.model, theta, sx, sy, 2, inner_lr, 4), (qx,))
+        torch.func.functional_call(learner.model, adam_by_hand(learner.model, theta, sx, sy, 2, inner_lr, 4)[0], (qx,))
         for sx, sy, qx, _ in zip(*test.tensors())])
     torch.testing.assert_close(learner.predict(test), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("execution", ["vmap", "loop"])
+def test_reptile_carries_its_inner_adam_state_from_task_to_task_as_the_papers_code(host, execution):
+    """The paper's code restores only the weights between tasks, so Adam's second moments and step
+    count run on. Every task of a meta-batch starts from the carried state; after the step it is
+    β₂^{nk} v + (Σ_{i<n} β₂^{ik}) · mean_i (v_i − β₂^k v) at step count t + nk; evaluation starts
+    from it and leaves it as it was."""
+    k, n, epsilon, inner_lr = 3, 4, 0.5, 0.01
+    suite = make_suite(host, "sinusoid")
+    learner = build(host, "reptile", suite, inner_steps=k, inner_lr=inner_lr, outer_lr=epsilon,
+                    inner_optimizer="adam", inner_batch=3, eval_inner_steps=2, execution=execution)
+    assert learner.config.inner_adam_state == "carried"  # the paper's, by default
+    second = {name: torch.zeros_like(p) for name, p in learner.model.named_parameters()}
+    done, decay = 0, 0.999**k
+    for seed in (0, 1):  # the second meta-batch starts from a carried state
+        batch = sample(suite, num_tasks=n, seed=seed)
+        theta = snapshot(learner.model)
+        runs = [adam_by_hand(learner.model, theta, sx, sy, k, inner_lr, 3, second, done)
+                for sx, sy, _, _ in zip(*batch.tensors())]
+        learner.meta_train_step(batch)
+        for name, p in learner.model.named_parameters():
+            mean_delta = torch.stack([phi[name] - theta[name] for phi, _ in runs]).mean(0)
+            torch.testing.assert_close(p.detach(), theta[name] + epsilon * mean_delta, rtol=1e-10, atol=1e-12)
+        second = {name: decay**n * v + sum(decay**i for i in range(n))
+                  * torch.stack([after[name] - decay * v for _, after in runs]).mean(0)
+                  for name, v in second.items()}
+        done += n * k
+        for name, v in learner.adam_state.second_moments().items():
+            assert v.abs().max() > 0, name
+            torch.testing.assert_close(v, second[name], rtol=1e-10, atol=1e-14, msg=name)
+        assert int(learner.adam_state.steps) == done
+    theta = snapshot(learner.model)
+    carried = {name: v.clone() for name, v in learner.adam_state.second_moments().items()}
+    test = sample(suite, num_tasks=3, seed=1, split="test")
+    size = test.support_x.shape[1]
+    expected = torch.stack([
+        torch.func.functional_call(
+            learner.model, adam_by_hand(learner.model, theta, sx, sy, 2, inner_lr, size, second, done)[0], (qx,))
+        for sx, sy, qx, _ in zip(*test.tensors())])
+    torch.testing.assert_close(learner.predict(test), expected, rtol=1e-10, atol=1e-12)
+    for name, v in learner.adam_state.second_moments().items():  # evaluation left the state alone
+        torch.testing.assert_close(v, carried[name], rtol=0, atol=0)
+    assert int(learner.adam_state.steps) == done
+    resumed = build(host, "reptile", suite, inner_optimizer="adam")  # the state is checkpointed with the learner
+    resumed.load_state_dict(learner.state_dict())
+    assert int(resumed.adam_state.steps) == done
+    torch.testing.assert_close(resumed.adam_state.second_moments(), carried, rtol=0, atol=0)
+
+
+def test_reptile_refuses_to_compile_a_carried_adam_state(host):
+    with pytest.raises(ZooError, match="inner_adam_state"):
+        build(host, "reptile", make_suite(host, "sinusoid"), inner_optimizer="adam", compile=True)
+    build(host, "reptile", make_suite(host, "sinusoid"), inner_optimizer="adam", inner_adam_state="fresh",
+          compile=True)
 
 
 def test_reptile_defaults_are_its_papers(host):

@@ -142,6 +142,13 @@ def test_a_time_only_budget_from_toml_and_from_the_command_line(zoo, tmp_path):
     saved = json.loads(path.read_text())
     assert saved["budget"]["steps"] is None and saved["train"]["steps"] != 1000
     assert "plain — 0.5 s, val every 250 steps" in (out / "plain" / "leaderboard.md").read_text()
+    code, _, stderr = zoo("bench", "--benchmark", str(spec), "--algos", "fomaml", "--time", "0.5", "--out", str(out), "-q")
+    assert code == 0, stderr
+    (path,) = (out / "timed" / "runs").glob("*.json")
+    saved = json.loads(path.read_text())
+    times = [point["budget_s"] for point in saved["validation"]]  # each point on the budget's (CPU) clock
+    assert times == sorted(times) and 0 < times[-1] == pytest.approx(saved["train"]["budget_s"])
+    assert "train CPU time (s)" in (out / "timed" / "leaderboard.md").read_text()
 
 
 class _Scripted(torch.nn.Module):
@@ -169,7 +176,7 @@ def test_a_nan_validation_is_never_the_best_state(host):
     learner = _Scripted([math.nan, 3.0, 1.0, 2.0])
     validation = Validation(learner, suite, tasks, torch.device("cpu"), Progress("x", 1, None, mode="off"))
     for step in range(4):
-        validation.check(step, 0.0, math.nan)
+        validation.check(step, 0.0, 0.0, math.nan)
     assert validation.best_step == 2 and validation.best_state["weight"].item() == 1.0
 
 
