@@ -34,7 +34,7 @@ from metazoo.model_algorithm import (  # noqa: E402
     check_head,
     parameter_key,
 )
-from metazoo.model_data import ModelDataConfig, ModelDataLearner, embedding, one_hot  # noqa: E402
+from metazoo.model_data import ModelDataConfig, ModelDataLearner, embedded_shape, embedding, one_hot  # noqa: E402
 from metazoo.models import MLP, BatchStatNorm, Conv4, RunningBatchNorm  # noqa: E402
 from metazoo.tasks import (  # noqa: E402
     SPLITS,
@@ -78,6 +78,7 @@ __all__ = [
     "build_config",
     "check_head",
     "check_split",
+    "embedded_shape",
     "embedding",
     "get_plugin_manager",
     "hookimpl",

@@ -51,6 +51,16 @@ def embedding(model: nn.Module) -> nn.Module:
     )
 
 
+def embedded_shape(embed: nn.Module, x: Tensor) -> torch.Size:
+    """The shape of one example's embedding by ``embed``, probed on the examples ``x`` in eval
+    mode, so the running statistics of its batch norm (if any) are left as they are."""
+    training = embed.training
+    with torch.no_grad():
+        shape = embed.eval()(x.to(next(embed.parameters()).dtype)).shape[1:]
+    embed.train(training)
+    return shape
+
+
 def one_hot(labels: Tensor, n_way: int, dtype: torch.dtype) -> Tensor:
     """``[S]`` class labels → ``[S, n_way]`` one-hot rows (``vmap``-safe, unlike
     ``F.one_hot``, which inspects the labels' values)."""
@@ -100,12 +110,7 @@ class ModelDataLearner(PooledMetaLearner):
     def embedding_shape(self, suite: TaskSuite) -> torch.Size:
         """The shape of one example's embedding, from one task of ``suite`` (for learners whose
         own modules depend on it); the model's running statistics, if any, are left as they are."""
-        x = suite.sample("train", 1, torch.Generator().manual_seed(0)).support_x[0]
-        training = self.embed.training
-        with torch.no_grad():
-            shape = self.embed.eval()(x.to(next(self.embed.parameters()).dtype)).shape[1:]
-        self.embed.train(training)
-        return shape
+        return embedded_shape(self.embed, suite.sample("train", 1, torch.Generator().manual_seed(0)).support_x[0])
 
     def embedding_size(self, suite: TaskSuite) -> int:
         """The number of features of one example's embedding (see :meth:`embedding_shape`)."""

@@ -44,6 +44,7 @@ from metazoo import (
     PooledMetaLearner,
     TaskBatch,
     ZooError,
+    embedded_shape,
     embedding,
     map_tasks,
     offers_labelled_batches,
@@ -186,13 +187,8 @@ class Baseline(PooledMetaLearner):
     # -- pre-training ------------------------------------------------------------------------------
 
     def embedding_size(self, suite) -> int:
-        """The size of one example's embedding (the model's running statistics are left as they are)."""
-        x = suite.sample_labelled("train", 2, torch.Generator().manual_seed(0)).x
-        training = self.embed.training
-        with torch.no_grad():
-            size = self.embed.eval()(x.to(next(self.embed.parameters()).dtype)).shape[-1]
-        self.embed.train(training)
-        return size
+        """The size of one example's embedding, probed on a labelled batch of ``suite``."""
+        return math.prod(embedded_shape(self.embed, suite.sample_labelled("train", 2, torch.Generator().manual_seed(0)).x))
 
     def chunk_objective(self, chunk: LabelledBatch) -> tuple[Tensor, Tensor]:
         """Sum over the chunk's examples of the cross-entropy of the classifier's logits."""

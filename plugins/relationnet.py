@@ -13,12 +13,18 @@ and 1 unit (sigmoid). The paper's embedding pools in its first two blocks only (
 ``conv4-relation`` backbone): pooled down to 1×1 (plain ``conv4``) the concatenated vectors
 carry no spatial layout to compare, and on Omniglot the module then settles on the constant
 score 1/N. A flat embedding (an MLP's) gets the fully connected part alone.
+
+g's first layer is linear in the concatenation, W·[q, c] = W_q·q + W_c·c, so it is applied to
+each query and each class once and the Q·N pairs are formed from the sums: the same scores as
+concatenating every pair, without the Q·N inputs of twice the embedding's channels (on Omniglot
+5-way with 15 queries, 375 pairs a task).
 """
 
 from dataclasses import dataclass
 
 import metazoo
 import torch
+import torch.nn.functional as F
 from metazoo.model_data import ModelDataConfig, ModelDataLearner, one_hot
 from metazoo.models import BatchStatNorm
 from torch import Tensor, nn
@@ -64,10 +70,16 @@ class RelationNet(ModelDataLearner):
     def score(self, support: Tensor, support_y: Tensor, query: Tensor, n_way: int) -> Tensor:
         shape = support.shape[1:]
         classes = (one_hot(support_y, n_way, support.dtype).T @ support.flatten(1)).unflatten(1, shape)  # sums over shots
-        q, n = query.shape[0], n_way
-        pairs = torch.cat([query.unsqueeze(1).expand(q, n, *shape),
-                           classes.unsqueeze(0).expand(q, n, *shape)], dim=2)  # [Q, N, 2C, ...]
-        return self.relation(pairs.flatten(0, 1)).view(q, n)  # [Q, N] relation scores in (0, 1)
+        first, rest = self.relation[0], self.relation[1:]
+        half = shape[0]  # the first layer's inputs: the query's channels, then the class's
+        w_query, w_class = first.weight[:, :half], first.weight[:, half:]
+        if isinstance(first, nn.Conv2d):
+            on_query = F.conv2d(query, w_query, first.bias, padding=first.padding)
+            on_class = F.conv2d(classes, w_class, None, padding=first.padding)
+        else:
+            on_query, on_class = F.linear(query, w_query, first.bias), F.linear(classes, w_class)
+        pairs = on_query.unsqueeze(1) + on_class.unsqueeze(0)  # [Q, N, ...]: g's first layer on each pair
+        return rest(pairs.flatten(0, 1)).view(query.shape[0], n_way)  # [Q, N] relation scores in (0, 1)
 
     def objective(self, scores: Tensor, labels: Tensor, n_way: int) -> Tensor:
         return (scores - one_hot(labels, n_way, scores.dtype)).pow(2).mean()  # Eq. 2
