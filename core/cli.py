@@ -21,7 +21,7 @@ from metazoo.executors import Executor, InProcess, ProcessPool, RayExecutor, Wor
 from metazoo.leaderboard import group_records, slug, summarize
 from metazoo.manager import Zoo, get_plugin_manager, parse_plugin_options
 from metazoo.records import read_records
-from metazoo.render import FORMATS, render, results_index
+from metazoo.render import FORMATS, is_results_index, render, results_index
 from metazoo.run import STOP, device_name, resolve_device, suite_options
 
 DEFAULT_BENCHMARK = "sinusoid"
@@ -346,11 +346,16 @@ def _publish(root: Path, records: list[dict], shown_root: str, write: bool) -> N
             }
         click.echo(f"zoo: wrote {', '.join(str(p) for p in written)}", err=True)
     if write:
+        readme = root / "README.md"
+        if readme.is_file() and not is_results_index(readme.read_text()):
+            click.echo(f"zoo: warning: {readme} was not written by `zoo leaderboard --write`; left as it is "
+                       "(no index written: run --write on the results folder above it for one)", err=True)
+            return
         regenerate = f"zoo leaderboard {shown_root} --write"
         changes = root / "CHANGES.md"
-        (root / "README.md").write_text(results_index(index, summarize(records), regenerate,
-                                                      changes.read_text() if changes.is_file() else ""))
-        click.echo(f"zoo: wrote {root / 'README.md'}", err=True)
+        readme.write_text(results_index(index, summarize(records), regenerate,
+                                        changes.read_text() if changes.is_file() else ""))
+        click.echo(f"zoo: wrote {readme}", err=True)
 
 
 @cli.command()

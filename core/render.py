@@ -185,6 +185,15 @@ def render_ranks(ranks: pd.DataFrame, note: str, fmt: str, heading: str = "###")
     return f"<h3>Average rank across benchmarks</h3>\n{shown.to_html(index=False)}\n<p>{html.escape(note)}</p>\n"
 
 
+INDEX_TITLE = "# Results"
+INDEX_MARK = "regenerated from the records by `zoo leaderboard"  # the index's line naming its command
+
+
+def is_results_index(text: str) -> bool:
+    """Whether ``text`` is an index :func:`results_index` wrote (so it may be written again)."""
+    return text.startswith(INDEX_TITLE + "\n") and INDEX_MARK in text
+
+
 def results_index(folders: Mapping[str, Mapping[str, Any]], summary: pd.DataFrame, regenerate: str,
                   changes: str = "") -> str:
     """``results/README.md``: every published leaderboard with the command that produced it.
@@ -196,13 +205,13 @@ def results_index(folders: Mapping[str, Mapping[str, Any]], summary: pd.DataFram
     results folder's ``CHANGES.md`` (its changelog, shown first).
     """
     lines = [
-        "# Results",
+        INDEX_TITLE,
         "",
         "Published leaderboards, one folder per benchmark: `leaderboard.md` and `leaderboard.csv` (the",
         "tables), PNG plots, and `runs/` (the raw run records they were made from). Each folder was",
         "produced by the command shown with it: the folder's `COMMAND` file where it has one, else the",
         "commands recorded in its records. This index, the tables and the plots are",
-        f"regenerated from the records by `{regenerate}`.",
+        f"regenerated from the records by `{regenerate}`.",  # holds INDEX_MARK
         "",
     ]
     if changes.strip():

@@ -177,6 +177,20 @@ def test_write_publishes_every_folder_and_the_results_index(zoo, tmp_path):
     assert "### hyperplanes" in stdout and "Average rank across benchmarks" in stdout
     code, _, stderr = zoo("leaderboard", str(results), "--write", "--benchmark", "sinusoid")
     assert code == 2 and "leave out --benchmark" in stderr
+    code, _, stderr = zoo("leaderboard", str(results), "--write")  # its own index: written again
+    assert code == 0 and (results / "README.md").read_text() == readme
+
+
+def test_write_never_overwrites_a_readme_it_did_not_write(zoo, tmp_path):
+    results = tmp_path / "results"
+    write(results / "study", record("sinusoid", "maml", [0.5, 0.4], metric="mse", steps=200))
+    notes = "# A study\n\nHand-written notes on the runs below.\n"
+    (results / "study" / "README.md").write_text(notes)
+    code, _, stderr = zoo("leaderboard", str(results / "study"), "--write")
+    assert code == 0, stderr
+    assert (results / "study" / "README.md").read_text() == notes
+    assert "was not written by `zoo leaderboard --write`; left as it is" in stderr
+    assert (results / "study" / "sinusoid" / "leaderboard.md").is_file()  # the tables are still written
 
 
 def test_corrupt_and_foreign_files_are_skipped_with_a_warning(zoo, tmp_path):
