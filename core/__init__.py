@@ -36,6 +36,7 @@ from metazoo.model_algorithm import (  # noqa: E402
 )
 from metazoo.model_data import ModelDataConfig, ModelDataLearner, embedded_shape, embedding, one_hot  # noqa: E402
 from metazoo.models import MLP, BatchStatNorm, Conv4, RunningBatchNorm  # noqa: E402
+from metazoo.rl import policy_gradient_surrogate  # noqa: E402
 from metazoo.tasks import (  # noqa: E402
     SPLITS,
     LabelledBatch,
@@ -44,6 +45,7 @@ from metazoo.tasks import (  # noqa: E402
     check_split,
     draw_distinct,
     offers_labelled_batches,
+    plays_tasks,
     split_stream,
     task_loss,
     task_metrics,
@@ -88,6 +90,8 @@ __all__ = [
     "split_stream",
     "draw_distinct",
     "offers_labelled_batches",
+    "plays_tasks",
+    "policy_gradient_surrogate",
     "trains_on",
     "ImageSplit",
     "load_image_folder",

@@ -42,6 +42,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "hyperplanes",
     "omniglot",
     "images",
+    "navigation2d",
+    "bandits",
     "backbones",
     "csv_logger",
     "tensorboard_logger",

@@ -7,20 +7,26 @@ inner loop starts elsewhere than at the meta-parameters :meth:`task_initialisati
 some non-adapted parameters differ from step to step :meth:`step_parameters`. The base class
 provides first- and second-order meta-gradients (Finn et al. 2017, Eq. 1 inside Eq. 3),
 chunking through a gradient pool, execution choice and evaluation without a second-order graph.
+
+A task's loss and predictions come from its suite where the suite plays its tasks
+(:meth:`metazoo.TaskSuite.task_loss`, :meth:`~metazoo.TaskSuite.task_prediction`: reinforcement
+learning, whose loss rolls the policy out), so the same inner loop adapts a policy; otherwise,
+and for a learner built without a suite, they are the kind's loss and the model's outputs.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from metazoo.config import PooledConfig, positive
 from metazoo.engine import map_tasks
 from metazoo.errors import ZooError
 from metazoo.learner import PooledMetaLearner
-from metazoo.tasks import TaskBatch, task_loss
+from metazoo.tasks import TaskBatch, TaskSuite, plays_tasks, task_loss
+from torch import nn
 from torch.func import functional_call, vjp
 
 Params = dict[str, torch.Tensor]
@@ -46,6 +52,13 @@ class ModelAlgorithmLearner(PooledMetaLearner):
     family: ClassVar[str] = "model-algorithm"
     Config: ClassVar[type[InnerLoopConfig]] = InnerLoopConfig
     config: InnerLoopConfig
+
+    def __init__(self, model: nn.Module | None = None, suite: TaskSuite | None = None,
+                 **hyperparameters: Any) -> None:
+        super().__init__(model, suite, **hyperparameters)
+        # A suite that plays its tasks gives their loss and predictions (not a submodule: kept
+        # out of the state dict); None: the kind's loss.
+        self.__dict__["_played"] = suite if suite is not None and plays_tasks(suite) else None
 
     # -- what a plugin overrides ----------------------------------------------------------------
 
@@ -78,8 +91,23 @@ class ModelAlgorithmLearner(PooledMetaLearner):
     # -- the engine -----------------------------------------------------------------------------
 
     def loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Loss of the model with ``params`` on one task's examples."""
+        """Loss of the model with ``params`` on one task's examples (or, for a suite that plays
+        its tasks, its :meth:`~metazoo.TaskSuite.task_loss`)."""
+        played = self.__dict__.get("_played")
+        if played is not None:
+            return played.task_loss(functools.partial(self._call_model, params), x, y)
         return task_loss(self.kind, functional_call(self.model, params, (x,)), y)
+
+    def prediction(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What :meth:`predict` returns for one task's queries with the adapted ``params``: the
+        model's outputs (or the suite's :meth:`~metazoo.TaskSuite.task_prediction`)."""
+        played = self.__dict__.get("_played")
+        if played is not None:
+            return played.task_prediction(functools.partial(self._call_model, params), x, y)
+        return functional_call(self.model, params, (x,))
+
+    def _call_model(self, params: Params, inputs: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, params, (inputs,))
 
     def adapt(self, x: torch.Tensor, y: torch.Tensor, steps: int, create_graph: bool,
               eager: bool = False, trajectory: list[Params] | None = None) -> Params:
@@ -167,7 +195,7 @@ class ModelAlgorithmLearner(PooledMetaLearner):
 
         def predict_task(sx, sy, qx, qy):
             adapted = self.adapt(sx, sy, steps, create_graph=False, eager=eager)
-            return functional_call(self.model, adapted, (qx,))
+            return self.prediction(adapted, qx, qy)
 
         with torch.no_grad():  # torch.func.vjp still differentiates the inner loop
             return map_tasks(predict_task, batch.tensors(), execution)

@@ -4,11 +4,18 @@ Besides tasks, a classification suite may offer *labelled batches*: examples of 
 labels of the split's own classes, the minibatches of ordinary supervised training (see
 :class:`TaskSuite`). A learner that trains on them instead of on tasks says so with the class
 attribute ``trains_on = "labelled"`` (see :func:`trains_on`).
+
+A suite may also say how a task turns the model into a loss (:meth:`TaskSuite.task_loss`) and
+into what ``predict`` returns (:meth:`TaskSuite.task_prediction`): *played tasks*, such as
+reinforcement learning, whose tensors encode the task and the random numbers of its rollouts
+rather than examples and targets (see :func:`plays_tasks`). :func:`metazoo.rl.policy_gradient_surrogate`
+is the REINFORCE loss with the linear feature baseline that the built-in RL suites use.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal
 
@@ -18,7 +25,13 @@ from metazoo.errors import ZooError
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-Kind = Literal["classification", "regression"]
+Kind = Literal["classification", "regression", "reinforcement"]
+#: The reported test metric of each kind of suite, and whether a higher value is better.
+METRICS: dict[str, tuple[str, bool]] = {
+    "classification": ("accuracy", True),
+    "regression": ("mse", False),
+    "reinforcement": ("return", True),
+}
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,17 @@ class TaskSuite(ABC):
     a :class:`metazoo.ZooError` naming the suite. Learners that pre-train a classifier on every
     training class (``trains_on = "labelled"``) need it; the harness runs them only on suites
     that offer it. Offering it must not change what ``sample`` returns.
+
+    Played tasks: a suite whose tasks are not examples to fit but something to do (reinforcement
+    learning: roll the policy out in the task's environment) overrides :meth:`task_loss`, and
+    :meth:`task_prediction` for what is tested; the model-algorithm engine then adapts and
+    meta-trains through these hooks, vectorised over tasks as for any suite. The task tensors
+    encode the task and every random number its rollouts use (``x``: the task's parameters per
+    episode, ``y``: pre-drawn noise), so that a loss is a pure function of the parameters and the
+    tensors: the same tasks give every learner the same random numbers, and a ``vmap`` over
+    tasks equals a loop. Such a suite has kind ``"reinforcement"`` (metric ``return``, higher is
+    better) and a ``make_model()`` that maps observations to what its hooks read (for instance
+    a Gaussian policy's mean and log standard deviation).
     """
 
     name: ClassVar[str]
@@ -158,6 +182,23 @@ class TaskSuite(ABC):
         (optional capability; the default refuses with a :class:`metazoo.ZooError`)."""
         raise no_labelled_batches(self)
 
+    def task_loss(self, apply: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                  y: torch.Tensor) -> torch.Tensor:
+        """The training loss (a scalar) of one task's support or query set ``x``, ``y`` (one task
+        of a :class:`TaskBatch`, without the task dimension), where ``apply(inputs)`` runs the
+        model with the task's current parameters. Default: the kind's loss of ``apply(x)``
+        against ``y`` (:func:`task_loss`). A played suite overrides it; it runs under
+        ``torch.func`` transforms (``vmap``, ``vjp``): no ``.item()``, no data-dependent Python
+        control flow, no global RNG, and it must be differentiable in the parameters."""
+        return task_loss(self.kind, apply(x), y)
+
+    def task_prediction(self, apply: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                        y: torch.Tensor) -> torch.Tensor:
+        """What ``predict`` returns for one task's queries ``x``, ``y`` with the adapted model
+        ``apply``, from which :func:`task_metrics` scores the task. Default: ``apply(x)``; a
+        reinforcement suite returns the return of each query episode, ``[Q]``."""
+        return apply(x)
+
     def prepare(self) -> None:
         """Load or verify what the suite reads (a dataset) before any run starts; raise a
         :class:`metazoo.ZooError` saying what is missing and how to get it. Default: nothing."""
@@ -165,12 +206,12 @@ class TaskSuite(ABC):
 
     @property
     def metric(self) -> str:
-        """Name of the reported test metric: ``accuracy`` or ``mse``."""
-        return "accuracy" if self.kind == "classification" else "mse"
+        """Name of the reported test metric: ``accuracy``, ``mse`` or ``return`` (:data:`METRICS`)."""
+        return METRICS[self.kind][0]
 
     @property
     def higher_is_better(self) -> bool:
-        return self.kind == "classification"
+        return METRICS[self.kind][1]
 
     def protocol(self) -> dict:
         """The suite's settings that define its tasks (recorded and hashed with each run)."""
@@ -188,10 +229,18 @@ def offers_labelled_batches(suite: Any) -> bool:
     return callable(method) and method is not TaskSuite.sample_labelled
 
 
+def plays_tasks(suite: Any) -> bool:
+    """Whether ``suite`` plays its tasks: its class overrides :meth:`TaskSuite.task_loss` (or,
+    for a suite that does not subclass :class:`TaskSuite`, has a ``task_loss`` method)."""
+    method = getattr(type(suite), "task_loss", None)
+    return callable(method) and method is not TaskSuite.task_loss
+
+
 def no_labelled_batches(suite: Any) -> ZooError:
     """The error of a suite that offers no labelled batches: which suite, why, what is needed."""
     name = getattr(suite, "name", type(suite).__name__)
-    why = ("a regression suite has no classes" if getattr(suite, "kind", None) == "regression" else
+    kind = getattr(suite, "kind", None)
+    why = (f"a {kind} suite has no classes" if kind in ("regression", "reinforcement") else
            "it does not implement them")
     return ZooError(f"suite {name} offers no labelled batches ({why}): a learner that trains on labelled "
                     "batches needs a classification suite with a fixed set of classes per split that "
@@ -227,9 +276,12 @@ def task_loss(kind: Kind, prediction: torch.Tensor, target: torch.Tensor) -> tor
 
 
 def task_metrics(kind: Kind, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-task test metric ``[T]`` from predictions ``[T, Q, ...]``: accuracy or MSE."""
+    """Per-task test metric ``[T]`` from predictions ``[T, Q, ...]``: accuracy, MSE, or for
+    reinforcement the mean return of the query episodes (``prediction`` ``[T, Q]``; no target)."""
     if kind == "classification":
         return (prediction.argmax(-1) == target).float().mean(dim=1)
+    if kind == "reinforcement":
+        return prediction.flatten(1).mean(dim=1)
     return (prediction - target).pow(2).flatten(1).mean(dim=1)
 
 

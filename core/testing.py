@@ -14,7 +14,11 @@ Plugin authors call it from their own tests::
 returns its failures as :class:`Failure` (check name and what was wrong); the ``assert_*``
 functions raise one ``AssertionError`` listing them all.
 
-A suite that offers labelled batches (:meth:`metazoo.TaskSuite.sample_labelled`) is checked
+A suite that plays its tasks (:meth:`metazoo.TaskSuite.task_loss`: reinforcement learning) is
+checked for that contract instead of for a model that fits its targets: its loss is a finite
+scalar differentiable in the model's parameters, its loss and predictions are deterministic
+functions of the task tensors, and ``vmap`` over tasks equals a loop over them. A suite that
+offers labelled batches (:meth:`metazoo.TaskSuite.sample_labelled`) is checked
 for them too; a learner with ``trains_on = "labelled"`` is trained on labelled batches of its
 suite, such as those of :class:`GaussianClasses`, the kit's own data-free suite that offers
 them (``zoo check`` uses it for such learners).
@@ -32,15 +36,19 @@ import torch
 from metazoo.errors import ZooError
 from metazoo.models import MLP
 from metazoo.tasks import (
+    METRICS,
     SPLITS,
     LabelledBatch,
     TaskBatch,
     TaskSuite,
     draw_distinct,
     offers_labelled_batches,
+    plays_tasks,
     split_stream,
+    task_metrics,
     trains_on,
 )
+from torch.func import functional_call
 
 
 @dataclass(frozen=True)
@@ -115,9 +123,15 @@ class GaussianClasses(TaskSuite):
 # -- suites ---------------------------------------------------------------------------------------
 
 
+def _apply(model: torch.nn.Module, params: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model with ``params``, as the engine hands it to a played suite's hooks."""
+    return lambda inputs: functional_call(model, params, (inputs,))
+
+
 def check_suite(suite: TaskSuite, tasks: int = 3) -> list[Failure]:
     """Every suite check on ``suite`` (an instance): determinism and independence of the global
-    RNG, shapes and dtypes, labels, distinct splits, a default model that fits the data."""
+    RNG, shapes and dtypes, labels, distinct splits, a default model that fits the data (or, for
+    a suite that plays its tasks, the played-task contract)."""
     failures: list[Failure] = []
 
     def check(name: str, test: Callable[[], str | None]) -> None:
@@ -149,8 +163,8 @@ def check_suite(suite: TaskSuite, tasks: int = 3) -> list[Failure]:
             for name, labels in (("support_y", batch.support_y), ("query_y", batch.query_y)):
                 if labels.dtype != torch.int64 or labels.dim() != 2:
                     return f"{name} must be int64 [T, examples], got {labels.dtype} {list(labels.shape)}"
-        elif suite.kind != "regression":
-            return f"kind must be 'classification' or 'regression', got {suite.kind!r}"
+        elif suite.kind not in METRICS:
+            return f"kind must be one of {', '.join(map(repr, METRICS))}, got {suite.kind!r}"
         return None
 
     def labels() -> str | None:
@@ -182,6 +196,67 @@ def check_suite(suite: TaskSuite, tasks: int = 3) -> list[Failure]:
             expected = tuple(batch.support_y[0].shape)
         if tuple(out.shape) != expected:
             return f"make_model() maps one task's support set to {list(out.shape)}, expected {list(expected)}"
+        return None
+
+    def played(dtype: torch.dtype = torch.float32):
+        """(model, parameters, batch): the suite's model and a batch of tasks, in ``dtype``."""
+        torch.manual_seed(0)
+        model = suite.make_model().to(dtype)
+        return model, dict(model.named_parameters()), _sample(suite, "train", tasks, 0).to("cpu", dtype)
+
+    def played_loss() -> str | None:
+        model, params, batch = played()
+        for part, (x, y) in (("support", batch.tensors()[:2]), ("query", batch.tensors()[2:])):
+            loss = suite.task_loss(_apply(model, params), x[0], y[0])
+            if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                return f"task_loss of one task's {part} set must be a scalar tensor, got {loss!r}"
+            if not torch.isfinite(loss):
+                return f"task_loss of one task's {part} set is {loss.item()}"
+            if not loss.requires_grad:
+                return f"task_loss of one task's {part} set has no gradient in the model's parameters"
+            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+            if all(g is None or not bool(g.any()) for g in grads):
+                return f"task_loss of one task's {part} set has no gradient in the model's parameters"
+            if not all(g is None or bool(torch.isfinite(g).all()) for g in grads):
+                return f"task_loss of one task's {part} set has a non-finite gradient"
+        return None
+
+    def played_deterministic() -> str | None:
+        model, params, batch = played()
+        apply, sx, sy, qx, qy = _apply(model, params), *(t[0] for t in batch.tensors())
+        results = []
+        for seed in (1, 2):  # a different global RNG state must not matter
+            torch.manual_seed(seed)
+            results.append((suite.task_loss(apply, sx, sy).detach(), suite.task_prediction(apply, qx, qy).detach()))
+        (loss, prediction), (loss2, prediction2) = results
+        if not (torch.equal(loss, loss2) and torch.equal(prediction, prediction2)):
+            return "the same parameters and task tensors gave another loss or prediction (the global RNG?)"
+        if prediction.dim() == 0 or prediction.shape[0] != qx.shape[0] or not bool(torch.isfinite(prediction).all()):
+            return (f"task_prediction must give finite values, one row per query ({qx.shape[0]}), "
+                    f"got {list(prediction.shape)}")
+        return None
+
+    def played_vmap() -> str | None:
+        model, params, batch = played(torch.float64)
+        apply = _apply(model, params)
+        sx, sy, qx, qy = batch.tensors()
+        values = {}
+        for name, hook, x, y in (("task_loss", suite.task_loss, sx, sy),
+                                 ("task_prediction", suite.task_prediction, qx, qy)):
+            def task(x, y, hook=hook):
+                return hook(apply, x, y)
+
+            mapped, looped = values[name] = torch.vmap(task)(x, y), torch.stack([task(*pair) for pair in zip(x, y)])
+            if mapped.shape != looped.shape or not torch.allclose(mapped, looped, rtol=1e-9, atol=1e-12):
+                return f"{name}: vmap over the tasks differs from a loop over them (float64)"
+        mapped, looped = values["task_loss"]
+        if looped.dim() != 1 or not looped.requires_grad:  # not a differentiable scalar: reported above
+            return None
+        weights = list(params.values())
+        for (name, _), a, b in zip(params.items(), torch.autograd.grad(mapped.sum(), weights, allow_unused=True),
+                                   torch.autograd.grad(looped.sum(), weights, allow_unused=True)):
+            if (a is None) != (b is None) or (a is not None and not torch.allclose(a, b, rtol=1e-9, atol=1e-12)):
+                return f"task_loss: the gradient in {name} under vmap differs from a loop's (float64)"
         return None
 
     def unknown_split() -> str | None:
@@ -228,8 +303,14 @@ def check_suite(suite: TaskSuite, tasks: int = 3) -> list[Failure]:
 
     checks = [("sample is deterministic and ignores the global RNG", deterministic),
               ("shapes and dtypes follow the contract", shapes), ("labels are 0..n_way-1", labels),
-              ("splits differ", splits_differ), ("make_model fits the data", model_fits),
-              ("an unknown split is refused", unknown_split)]
+              ("splits differ", splits_differ)]
+    if plays_tasks(suite):
+        checks += [("task_loss is a finite scalar differentiable in the parameters", played_loss),
+                   ("task_loss and task_prediction are deterministic", played_deterministic),
+                   ("task_loss and task_prediction under vmap equal a loop", played_vmap)]
+    else:
+        checks += [("make_model fits the data", model_fits)]
+    checks += [("an unknown split is refused", unknown_split)]
     if offers_labelled_batches(suite):
         checks += [("sample_labelled is deterministic and ignores the global RNG", labelled_deterministic),
                    ("labelled batches follow the contract", labelled_contract),
@@ -277,7 +358,14 @@ def check_learner(factory: Callable[..., Any], suite: TaskSuite, hyperparameters
     try:
         prediction = learner.predict(query)
         n_way = int(query.support_y.max()) + 1
-        expected = (*query.query_y.shape, n_way) if suite.kind == "classification" else tuple(query.query_y.shape)
+        if plays_tasks(suite):  # what the suite's hook gives for one task's queries, per task
+            model = suite.make_model()
+            one = suite.task_prediction(_apply(model, dict(model.named_parameters())), query.query_x[0], query.query_y[0])
+            expected = (query.num_tasks, *one.shape)
+        elif suite.kind == "classification":
+            expected = (*query.query_y.shape, n_way)
+        else:
+            expected = tuple(query.query_y.shape)
         if tuple(prediction.shape) != expected:
             fail("predict returns the documented shape", f"{list(prediction.shape)}, expected {list(expected)}")
         if prediction.requires_grad:
@@ -288,13 +376,28 @@ def check_learner(factory: Callable[..., Any], suite: TaskSuite, hyperparameters
             fail("state_dict round-trips", "a learner loaded with the state predicts otherwise")
     except Exception as exc:  # noqa: BLE001
         fail("predict and state_dict", f"raised {type(exc).__name__}: {exc}")
-    try:
-        trained = build()
-        losses = [trained.meta_train_step(batch)["loss"] for _ in range(steps)]
-        if not sum(losses[-5:]) < sum(losses[:5]):
-            fail("a short training lowers the loss", f"loss {losses[0]:.4g} → {losses[-1]:.4g} in {steps} steps")
-    except Exception as exc:  # noqa: BLE001
-        fail("a short training lowers the loss", f"raised {type(exc).__name__}: {exc}")
+    if plays_tasks(suite) and trains_on(learner) == "tasks":
+        # A policy-gradient surrogate is about 0 at the policy that played its episodes, whatever
+        # that policy is worth: the score of the training tasks must improve instead.
+        name = f"a short training improves the {suite.metric} on its tasks"
+        try:
+            trained = build()
+            before = task_metrics(suite.kind, trained.predict(batch), batch.query_y).mean().item()
+            for _ in range(steps):
+                trained.meta_train_step(batch)
+            after = task_metrics(suite.kind, trained.predict(batch), batch.query_y).mean().item()
+            if not (after > before if suite.higher_is_better else after < before):
+                fail(name, f"{suite.metric} {before:.4g} → {after:.4g} in {steps} steps")
+        except Exception as exc:  # noqa: BLE001
+            fail(name, f"raised {type(exc).__name__}: {exc}")
+    else:
+        try:
+            trained = build()
+            losses = [trained.meta_train_step(batch)["loss"] for _ in range(steps)]
+            if not sum(losses[-5:]) < sum(losses[:5]):
+                fail("a short training lowers the loss", f"loss {losses[0]:.4g} → {losses[-1]:.4g} in {steps} steps")
+        except Exception as exc:  # noqa: BLE001
+            fail("a short training lowers the loss", f"raised {type(exc).__name__}: {exc}")
     failures += _vectorised_equals_loop(build, batch)
     return failures
 

@@ -47,8 +47,9 @@ from torch import Tensor, nn
 
 PAPER = ("Zintgraf, Shiarlis, Kurin, Hofmann & Whiteson. Fast Context Adaptation via Meta-Learning. "
          "ICML 2019")
-#: Paper defaults by the suite's kind: (context size, inner steps).
-DEFAULTS = {"regression": (5, 1), "classification": (100, 2)}
+#: Paper defaults by the suite's kind: (context size, inner steps); reinforcement learning: the
+#: reference code's 2D-navigation arguments (2 context parameters, 1 inner step).
+DEFAULTS = {"regression": (5, 1), "classification": (100, 2), "reinforcement": (2, 1)}
 NORMS = (BatchStatNorm, RunningBatchNorm, nn.modules.batchnorm._BatchNorm)
 
 

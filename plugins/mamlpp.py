@@ -215,5 +215,5 @@ class MAMLPP(ModelAlgorithmLearner):
 
 @metazoo.hookimpl
 def zoo_register_algorithms(registry):
-    registry.add("mamlpp", MAMLPP, family="model-algorithm", paper=PAPER,
+    registry.add("mamlpp", MAMLPP, family="model-algorithm", paper=PAPER, kinds=("classification", "regression"),
                  summary="MAML++: multi-step loss, derivative-order annealing, per-step rates and batch norm")
