@@ -28,9 +28,18 @@ class Evaluation:
     val_tasks: int = 100
     eval_seed: int = 20170306  # seeds the val and test task streams
     batch_tasks: int = 100  # tasks per predict call (memory bound, not a result setting)
+    # Inner-step counts at which a model-algorithm learner's tested state is evaluated again on
+    # the same test tasks, after the test itself (0: the meta-learnt initialisation unadapted).
+    adaptation_steps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         positive(self, "test_tasks", "val_tasks", "batch_tasks")
+        steps = self.adaptation_steps
+        if not isinstance(steps, list | tuple) or not all(type(k) is int and k >= 0 for k in steps) \
+                or len(set(steps)) != len(steps):
+            raise ZooError("adaptation_steps must be a list of distinct whole numbers of inner steps, each >= 0 "
+                           f"(0: the initialisation unadapted), such as [0, 1, 3]; got {steps!r}")
+        object.__setattr__(self, "adaptation_steps", tuple(sorted(steps)))
 
 
 DEFAULT_STEPS = 1000
@@ -64,6 +73,8 @@ class Published:
     ci: float | None = None  # ± of the paper's 95% confidence interval, where given
     steps: int | None = None  # outer steps the paper meta-trained for, where it says
     note: str = ""
+    # The paper's value after k inner steps, {"k": value}, for the table of adaptation steps.
+    by_adaptation_steps: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,10 +142,11 @@ class Benchmark:
 
     def hash(self) -> str:
         """Digest of what defines the val and test tasks and the evaluation: the suite, its
-        protocol, the evaluation settings (not ``batch_tasks``, a memory bound) and the version
-        of the task derivation; not the training budget."""
+        protocol, the evaluation settings (not ``batch_tasks``, a memory bound, nor
+        ``adaptation_steps``, which adds evaluations beside the test without changing it) and the
+        version of the task derivation; not the training budget."""
         evaluation = dataclasses.asdict(self.evaluation)
-        del evaluation["batch_tasks"]
+        del evaluation["batch_tasks"], evaluation["adaptation_steps"]
         blob = json.dumps(
             {"suite": self.suite, "protocol": self.protocol, "evaluation": evaluation,
              "task_sampling": TASK_SAMPLING},
@@ -239,23 +251,55 @@ def benchmark_from_dict(data: dict[str, Any], where: str, default_name: str | No
     name = _string(data, "name", where, default_name)
     if not _NAME.fullmatch(name):
         raise ZooError(f"{where}: name {name!r} must be letters, digits and . _ + - (it names a folder)")
+    evaluation = _evaluation(data.get("evaluation", {}), f"{where} [evaluation]")
     return Benchmark(
         name=name,
         suite=data["suite"],
         description=_string(data, "description", where, ""),
         protocol=dict(data.get("protocol", {})),
-        evaluation=build_config(Evaluation, data.get("evaluation", {}), f"{where} [evaluation]"),
+        evaluation=evaluation,
         training=build_config(Training, data.get("training", {}), f"{where} [training]"),
         algorithms={k: dict(v) for k, v in data.get("algorithms", {}).items()},
         training_protocols={k: dict(v) for k, v in data.get("training_protocol", {}).items()},
         backbone=_string(data, "backbone", where, "") if data.get("backbone") is not None else None,
-        published={
-            algo: build_config(Published, table, f"{where} [published.{algo}]")
-            for algo, table in data.get("published", {}).items()
-        },
+        published={algo: _published(table, evaluation, f"{where} [published.{algo}]")
+                   for algo, table in data.get("published", {}).items()},
         milestones=_milestones(data, where),
         source=where,
     )
+
+
+def _evaluation(table: dict[str, Any], where: str) -> Evaluation:
+    """``[evaluation]``, with ``adaptation_steps`` (a list, which :func:`build_config` does not type)."""
+    table = dict(table)
+    steps = table.pop("adaptation_steps", [])
+    evaluation = build_config(Evaluation, table, where)
+    try:
+        return dataclasses.replace(evaluation, adaptation_steps=steps)
+    except ZooError as exc:
+        raise ZooError(f"{where}: {exc}") from None
+
+
+def _published(table: dict[str, Any], evaluation: Evaluation, where: str) -> Published:
+    """``[published.X]``, with ``by_adaptation_steps`` (a table of step counts to numbers), each
+    at a step count the evaluation measures."""
+    table = dict(table)
+    given = table.pop("by_adaptation_steps", None)
+    published = build_config(Published, table, where)
+    if given is None:
+        return published
+    accepted = "a table of inner-step counts to the paper's values, such as {0 = -40.0, 1 = -10.0}"
+    if not isinstance(given, dict) or not given:
+        raise ZooError(f"{where}: by_adaptation_steps must be {accepted}; got {given!r}")
+    values = {}
+    for key, value in given.items():
+        if not (isinstance(key, str) and key.isdigit()) or not isinstance(value, int | float) or isinstance(value, bool):
+            raise ZooError(f"{where}: by_adaptation_steps must be {accepted}; got {key!r} = {value!r}")
+        if int(key) not in evaluation.adaptation_steps:
+            raise ZooError(f"{where}: by_adaptation_steps gives step {int(key)}, which [evaluation] "
+                           f"adaptation_steps does not list ({list(evaluation.adaptation_steps)})")
+        values[str(int(key))] = float(value)
+    return dataclasses.replace(published, by_adaptation_steps=dict(sorted(values.items(), key=lambda kv: int(kv[0]))))
 
 
 def _milestones(data: dict[str, Any], where: str) -> tuple[float, ...]:

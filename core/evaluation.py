@@ -15,6 +15,7 @@ the leaderboard pairs only runs tested on the same tasks.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 from collections.abc import Iterator
 
@@ -77,13 +78,30 @@ class TaskList:
         return hashlib.sha256("".join(h.hexdigest() for h in self._hashes).encode()).hexdigest()[:16]
 
 
-def evaluate(learner, suite: TaskSuite, batches, device: torch.device) -> torch.Tensor:
-    """Per-task metric ``[n]`` of ``learner`` over an iterable of task batches."""
+def evaluate(learner, suite: TaskSuite, batches, device: torch.device, steps: int | None = None) -> torch.Tensor:
+    """Per-task metric ``[n]`` of ``learner`` over an iterable of task batches; with ``steps``,
+    adapted by that many inner steps (``learner.predict(batch, steps=steps)``, see
+    :func:`adapts_by_steps`)."""
     values = []
     for batch in batches:
         batch = batch.to(device)
-        values.append(task_metrics(suite.kind, learner.predict(batch), batch.query_y).cpu())
+        predictions = learner.predict(batch) if steps is None else learner.predict(batch, steps=steps)
+        values.append(task_metrics(suite.kind, predictions, batch.query_y).cpu())
     return torch.cat(values)
+
+
+def adapts_by_steps(learner) -> bool:
+    """Whether ``learner.predict`` takes a number of inner steps (``steps=k``), as every
+    :class:`~metazoo.model_algorithm.ModelAlgorithmLearner` does: what ``adaptation_steps``
+    needs. Model-data learners have no inner loop."""
+    return "steps" in inspect.signature(learner.predict).parameters
+
+
+def by_adaptation_steps(learner, suite: TaskSuite, tasks, device: torch.device,
+                        steps: tuple[int, ...]) -> dict[str, list[float]]:
+    """Per-task metrics of ``tasks`` after each number of inner steps in ``steps``, keyed by the
+    number as a string (a JSON object's key)."""
+    return {str(k): evaluate(learner, suite, tasks, device, steps=k).tolist() for k in steps}
 
 
 def summary(values: torch.Tensor) -> dict[str, float]:

@@ -8,9 +8,10 @@ The seeds of a configuration are pooled (each task's metric averaged over seeds)
 is. Two configurations of one algorithm are two rows, labelled by what differs; two records of
 one configuration and seed are reported, and only the newest counts. Each row gets the mean
 with a 95% confidence interval over tasks, the spread over seeds, a rank (ties share the
-average rank) and the paired t-test against the table's best row. Across tables, configurations
-are ranked by their average rank (as Meta-Dataset, Triantafillou et al. 2020, ranks learners),
-over the tables in which all of them met.
+average rank) and the paired t-test against the table's best row, and, where its records were
+evaluated after several numbers of inner steps (the spec's ``adaptation_steps``), the same at
+each number. Across tables, configurations are ranked by their average rank (as Meta-Dataset,
+Triantafillou et al. 2020, ranks learners), over the tables in which all of them met.
 """
 
 from __future__ import annotations
@@ -173,13 +174,42 @@ def summarize(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                                     "each list is a table of its own, and only records of one list are "
                                     "compared. Re-run the older records with the current code.")
         _rank_and_compare(table)
+        _compare_by_steps(table, runs)
         rows.extend(table)
     if not rows:
         return pd.DataFrame()
     summary = pd.DataFrame(rows)
     summary = summary.sort_values(["table", "rank", "label"], na_position="last").reset_index(drop=True)
     front = ["benchmark", "algorithm", "label", "table", "protocol_hash", "budget", "rank"]
-    return summary[front + [c for c in summary.columns if c not in front and c != "per_task"]]
+    return summary[front + [c for c in summary.columns if c not in front and c not in _PER_TASK]]
+
+
+_PER_TASK = ("per_task", "per_task_by_steps")  # used for the comparisons, not kept in the summary
+
+
+def _compare_by_steps(table: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
+    """Set each row's ``by_adaptation_steps``: for every number of inner steps k that the table's
+    specs ask for or its records hold, ``{"k": {mean, ci95, test_tasks, seeds, rank, best,
+    p_value, tied_with_best}}`` over the row's seeds that measured k, the paired t-test against
+    the best row at that k; a row that did not measure k has no entry for it. Sets the table's
+    ``adaptation_steps`` (the ks, in order) on every row."""
+    asked = {k for r in runs for k in (((r.get("spec") or {}).get("evaluation") or {}).get("adaptation_steps") or [])}
+    measured = {int(k) for row in table for k in row["per_task_by_steps"]}
+    steps = sorted(asked | measured)
+    for row in table:
+        row.update(adaptation_steps=steps, by_adaptation_steps={})
+    rows = {row["label"]: row for row in table}
+    for k in map(str, steps):
+        at_k = [{"label": row["label"], "higher_is_better": row["higher_is_better"],
+                 "per_task": row["per_task_by_steps"][k][0], "seeds": row["per_task_by_steps"][k][1]}
+                for row in table if k in row["per_task_by_steps"]]
+        for entry in at_k:
+            values = entry["per_task"]
+            entry.update(mean=float(values.mean()), ci95=ci95(values), test_tasks=values.size)
+        _rank_and_compare(at_k)
+        for entry in at_k:
+            rows[entry.pop("label")]["by_adaptation_steps"][k] = {
+                name: value for name, value in entry.items() if name not in ("per_task", "higher_is_better")}
 
 
 def _distinct(runs: list[dict], field: str) -> str | None:
@@ -230,8 +260,12 @@ def _row(label: str, runs: list[dict], metric: str | None) -> dict[str, Any]:
     if not ok:
         return {**row, "mean": math.nan, "ci95": math.nan, "seed_sd": math.nan, "test_tasks": 0,
                 "train_time_s": math.nan, "steps": math.nan, "tasks_per_s": math.nan,
-                "peak_memory_mb": math.nan, "curves": [], "per_task": None}
+                "peak_memory_mb": math.nan, "curves": [], "per_task": None, "per_task_by_steps": {}}
     per_task = np.mean([r["test"]["per_task"] for r in ok], axis=0)  # [tasks], paired over seeds
+    by_steps: dict[str, list] = {}  # "k" → the per-task lists of the seeds that measured k
+    for r in ok:
+        for k, values in (r["test"].get("by_adaptation_steps") or {}).items():
+            by_steps.setdefault(k, []).append(values)
     seed_means = [r["test"]["mean"] for r in ok]
     return {
         **row,
@@ -245,6 +279,7 @@ def _row(label: str, runs: list[dict], metric: str | None) -> dict[str, Any]:
         "tasks_per_s": float(np.mean([r["train"]["tasks_per_s"] for r in ok])),
         "peak_memory_mb": float(max(r.get("peak_memory_mb") or 0 for r in ok)),
         "per_task": per_task,
+        "per_task_by_steps": {k: (np.mean(lists, axis=0), len(lists)) for k, lists in by_steps.items()},
     }
 
 

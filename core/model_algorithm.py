@@ -38,12 +38,14 @@ class InnerLoopConfig(PooledConfig):
 
     inner_steps: int = 1  # gradient steps on each task's support set during meta-training
     inner_lr: float = 0.01  # α in θ' = θ − α∇L(θ)
-    eval_inner_steps: int | None = None  # steps at test time (default: inner_steps)
+    eval_inner_steps: int | None = None  # steps at test time (default: inner_steps; 0: no adaptation)
     first_order: bool = False  # drop second-order terms of the meta-gradient
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive(self, "inner_steps", "inner_lr", "eval_inner_steps")
+        positive(self, "inner_steps", "inner_lr")
+        if self.eval_inner_steps is not None and self.eval_inner_steps < 0:
+            raise ZooError(f"eval_inner_steps must be >= 0 (0: the initialisation unadapted), got {self.eval_inner_steps!r}")
 
 
 class ModelAlgorithmLearner(PooledMetaLearner):
@@ -116,7 +118,7 @@ class ModelAlgorithmLearner(PooledMetaLearner):
         constants (first order). ``eager`` (see :meth:`eager_inner_loop`) takes plain autograd
         instead of ``torch.func.vjp``: only outside every ``torch.func`` transform. A
         ``trajectory`` list receives the full dictionary after every step (the last one is the
-        result)."""
+        result). With 0 steps: the task initialisation, with step 0's :meth:`step_parameters`."""
         params = self.task_initialisation(x, y)
         names = self.__dict__.get("_adapted_names")
         if names is None:  # asked once: a per-task call costs as much as a small layer's forward
@@ -127,9 +129,10 @@ class ModelAlgorithmLearner(PooledMetaLearner):
         def support_loss(fast: Params, step: int) -> torch.Tensor:
             return self.loss({**frozen, **self.step_parameters(step), **fast}, x, y)
 
+        last = max(steps - 1, 0)  # the step whose non-adapted parameters the result keeps
         if eager:
             fast = self._adapt_eagerly(support_loss, fast, steps, create_graph, frozen, trajectory)
-            return {**frozen, **self.step_parameters(steps - 1), **fast}
+            return {**frozen, **self.step_parameters(last), **fast}
         for step in range(steps):
             # vjp rather than grad: vjp's backward runs after its transform level has closed,
             # so the backward ops are not recorded a second time there (same values, faster).
@@ -143,7 +146,7 @@ class ModelAlgorithmLearner(PooledMetaLearner):
             fast = self.inner_update(fast, grads, step)
             if trajectory is not None:
                 trajectory.append({**frozen, **self.step_parameters(step), **fast})
-        return {**frozen, **self.step_parameters(steps - 1), **fast}
+        return {**frozen, **self.step_parameters(last), **fast}
 
     def _adapt_eagerly(self, support_loss, fast: Params, steps: int, create_graph: bool,
                        frozen: Params, trajectory: list[Params] | None) -> Params:
@@ -187,9 +190,14 @@ class ModelAlgorithmLearner(PooledMetaLearner):
         total = map_tasks(task_loss, chunk.tensors(), execution).sum()  # [T] → []
         return total, total
 
-    def predict(self, batch: TaskBatch) -> torch.Tensor:
+    def predict(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:
+        """Adapt on each task's support with ``steps`` inner steps (default: ``eval_inner_steps``,
+        else ``inner_steps``; 0: the initialisation unadapted) and predict its queries."""
         self.eval()
-        steps = self.config.eval_inner_steps or self.config.inner_steps
+        if steps is None:
+            steps = self.config.inner_steps if self.config.eval_inner_steps is None else self.config.eval_inner_steps
+        if type(steps) is not int or steps < 0:
+            raise ValueError(f"steps must be a whole number of inner steps >= 0, got {steps!r}")
         execution = self.execution
         eager = self.eager_inner_loop(execution)
 

@@ -1,4 +1,5 @@
-"""Leaderboard plots as PNG: validation curves against steps and wall time, and test bars.
+"""Leaderboard plots as PNG: validation curves against steps and wall time, test bars, and the
+test metric against the number of adaptation steps where a table's records measured it.
 
 matplotlib (the ``plot`` extra) is imported only when a plot is drawn, and only its Agg canvas is
 used, so drawing needs no display and leaves pyplot's global state alone.
@@ -19,7 +20,10 @@ def plot_table(records: list[dict[str, Any]], title: str, path: Path) -> Path:
     """Draw one leaderboard table's runs into ``path`` (PNG): the validation metric against
     meta-training steps and against meta-training time for every row (configuration; mean over
     seeds where the seeds validated at the same steps, else one line per seed), and the test
-    metric of each row with its 95% CI as bars, best first, with published numbers as diamonds."""
+    metric of each row with its 95% CI as bars, best first, with published numbers as diamonds;
+    and, for a table evaluated after several numbers of inner steps (``adaptation_steps``), the
+    test metric of each row against that number with 95% CI bars, and the papers' values after
+    those steps as diamonds."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -36,9 +40,10 @@ def plot_table(records: list[dict[str, Any]], title: str, path: Path) -> Path:
     colors = {name: f"C{i % 10}" for i, name in enumerate(algorithms)}
     label_of = row_labels(records)
 
-    figure = Figure(figsize=(15, 4.6), dpi=100, layout="constrained")
+    adapted = [row for row in summary.to_dict("records") if row["by_adaptation_steps"]]
+    figure = Figure(figsize=(20 if adapted else 15, 4.6), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
-    by_steps, by_time, bars = figure.subplots(1, 3)
+    by_steps, by_time, bars, *after = figure.subplots(1, 4 if adapted else 3)
     clocks = set(summary["clock"])  # one benchmark's runs share a clock; else wall-clock times
     field, clock = curve_clock([r.get("validation") or [] for r in records], clocks.pop()) \
         if len(clocks) == 1 else ("time_s", "wall")
@@ -74,7 +79,33 @@ def plot_table(records: list[dict[str, Any]], title: str, path: Path) -> Path:
     bars.set_ylabel(f"test {metric} (mean ± 95% CI)")
     bars.set_title("test")
     bars.grid(axis="y", alpha=0.3)
+    if adapted:
+        _plot_adaptation_steps(after[0], adapted, colors, scale, metric)
     figure.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
     return path
+
+
+def _plot_adaptation_steps(axes, rows: list[dict[str, Any]], colors: dict[str, str], scale: float,
+                           metric: str) -> None:
+    """Each row's test metric against the number of inner steps, with 95% CI bars; the paper's
+    values after those steps as diamonds of the row's colour."""
+    for i, row in enumerate(rows):
+        ks = sorted(row["by_adaptation_steps"], key=int)
+        offset = 0.03 * (i - (len(rows) - 1) / 2)  # rows side by side, so that the bars stay apart
+        axes.errorbar([int(k) + offset for k in ks], [row["by_adaptation_steps"][k]["mean"] * scale for k in ks],
+                      yerr=[row["by_adaptation_steps"][k]["ci95"] * scale for k in ks], marker="o", markersize=4,
+                      capsize=3, color=colors[row["label"]], label=row["label"])
+        paper = (row["published"] or {}).get("by_adaptation_steps") or {}
+        if paper:
+            axes.scatter([int(k) for k in paper], [v * scale for v in paper.values()], marker="D",
+                         facecolors="none", edgecolors=colors[row["label"]], zorder=3,
+                         label=f"{row['label']} (published)")
+    steps = sorted({int(k) for row in rows for k in row["by_adaptation_steps"]})
+    axes.set_xticks(steps)
+    axes.set_xlabel("adaptation steps (inner steps at test)")
+    axes.set_ylabel(f"test {metric} (mean ± 95% CI)")
+    axes.set_title("test vs adaptation steps")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")

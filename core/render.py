@@ -16,6 +16,7 @@ from metazoo.milestones import milestone_table
 from metazoo.statistics import ALPHA
 
 FORMATS = ("md", "csv", "latex", "html")
+AFTER_STEPS = "Test {metric} after k adaptation steps"
 TIME_TO = ("Time to reach each validation score: training time (the budget's clock, validation excluded) "
            "at the first validation at or beyond it, mean over the seeds that reached it")
 
@@ -92,6 +93,64 @@ def display_table(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows), [f"[{i}] {c}" for i, c in enumerate(citations, 1)] + notes
 
 
+def _steps_label(k: int) -> str:
+    return f"{k} step" + ("" if k == 1 else "s")
+
+
+def adaptation_table(part: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The test metric of one table's rows after each number of inner steps its records were
+    evaluated at (the spec's ``adaptation_steps``), with the paired comparison against the best
+    row at each number and the papers' values after those steps; and its footnotes. Empty for a
+    table without adaptation steps."""
+    rows = part.to_dict("records")
+    steps = rows[0]["adaptation_steps"]
+    if not steps:
+        return pd.DataFrame(), []
+    scale, digits = (100.0, 2) if rows[0]["metric"] == "accuracy" else (1.0, 3)
+    shown, papers, citations, notes = [], [], [], []
+    not_measured, skipped = [], []
+    for row in rows:
+        if row["family"] == "model-data":
+            skipped.append(row["label"])
+            continue
+        cells: dict[str, Any] = {"algorithm": row["label"]}
+        for k in steps:
+            entry = row["by_adaptation_steps"].get(str(k))
+            if entry is None:
+                cells[_steps_label(k)] = "not measured" if row["seeds"] else "–"
+                cells[f"vs best ({k})"] = "–"
+                if row["seeds"] and row["label"] not in not_measured:
+                    not_measured.append(row["label"])
+                continue
+            cells[_steps_label(k)] = f"{entry['mean'] * scale:.{digits}f} ± {entry['ci95'] * scale:.{digits}f}"
+            cells[f"vs best ({k})"] = _versus_best(entry)
+            if entry["seeds"] < row["seeds"]:
+                notes.append(f"{row['label']}: {_steps_label(k)} measured on {entry['seeds']} of its {row['seeds']} seeds.")
+        shown.append(cells)
+        published = (row["published"] or {}).get("by_adaptation_steps")
+        if published:
+            citation = row["published"]["citation"]
+            if citation not in citations:
+                citations.append(citation)
+            paper = {"algorithm": f"{row['label']}: published [{citations.index(citation) + 1}]"}
+            for k in steps:
+                value = published.get(str(k))
+                paper[_steps_label(k)] = "–" if value is None else f"{value * scale:.{digits}f}"
+                paper[f"vs best ({k})"] = ""
+            papers.append(paper)
+    lines = [f"[{i}] {c}" for i, c in enumerate(citations, 1)]
+    lines.append("The test tasks of the table above, evaluated again with the tested state adapted by k inner "
+                 "steps on each task's support set (0: the meta-learnt initialisation unadapted); mean ± 95% CI "
+                 "over tasks as above; vs best: two-sided paired t-test against the best row at the same k.")
+    if not_measured:
+        lines.append(f"Not measured ({', '.join(not_measured)}): records made before their spec listed "
+                     "adaptation_steps (which leaves run keys as they were: run them again into a new folder to "
+                     "measure it), or by a learner whose predict takes no number of steps.")
+    if skipped:
+        lines.append(f"Not in this table: {', '.join(skipped)} (model-data: no inner loop to run for k steps).")
+    return pd.DataFrame(shown + papers), lines + notes
+
+
 def environment(summary: pd.DataFrame) -> str:
     """One line naming the devices, torch and metazoo versions and git commits of a table."""
 
@@ -123,11 +182,18 @@ def _latex_escape(text: str) -> str:
 
 def _csv(summary: pd.DataFrame) -> str:
     published = summary["published"]
-    return summary.drop(columns=["published", "notes", "curves", "milestones"]).assign(
+    steps = sorted({k for ks in summary["adaptation_steps"] for k in ks})
+    after = {f"{name}_after_{k}_steps": [(row.get(str(k)) or {}).get(name) for row in summary["by_adaptation_steps"]]
+             for k in steps for name in ("mean", "ci95", "p_value")}
+    after |= {f"published_after_{k}_steps": [((p or {}).get("by_adaptation_steps") or {}).get(str(k))
+                                             for p in published] for k in steps}
+    return summary.drop(columns=["published", "notes", "curves", "milestones", "adaptation_steps",
+                                 "by_adaptation_steps"]).assign(
         published=[p["value"] if p else None for p in published],
         published_ci=[p.get("ci") if p else None for p in published],
         published_citation=[p["citation"] if p else None for p in published],
         notes=[" ".join(n) for n in summary["notes"]],
+        **after,
     ).to_csv(index=False)
 
 
@@ -145,22 +211,35 @@ def render(summary: pd.DataFrame, fmt: str = "md", average_rank: bool = True,
         table, notes = display_table(part)
         lines = [*notes, _method(part), environment(part)]
         times = milestone_table(part)
+        after, after_notes = adaptation_table(part)
+        metric = next((m for m in part["metric"] if isinstance(m, str)), "result")
+        after_title = AFTER_STEPS.format(metric=metric + (" (%)" if metric == "accuracy" else ""))
         if fmt == "md":
             image = f"\n![{title}]({images[title]})\n" if title in images else ""
             parts.append(f"### {title}\n\n{table.to_markdown(index=False, tablefmt='github')}\n\n"
                          + "".join(f"{line}  \n" for line in lines) + image)
+            if not after.empty:
+                parts.append(f"{after_title} ({title}):\n\n{after.to_markdown(index=False, tablefmt='github')}\n\n"
+                             + "".join(f"{line}  \n" for line in after_notes))
             if not times.empty:
                 parts.append(f"{TIME_TO} ({title}):\n\n{times.to_markdown(index=False, tablefmt='github')}\n")
         elif fmt == "latex":
             body = table.to_markdown(index=False, tablefmt="latex_booktabs")  # escapes all but ±
             parts.append(f"\\paragraph{{{_latex_escape(title)}}}\n" + body.replace("±", r"$\pm$") + "\n"
                          + "".join(f"{_latex_escape(line)}\\\\\n" for line in lines))
+            if not after.empty:
+                parts.append(f"{_latex_escape(after_title)}:\\\\\n"
+                             + after.to_markdown(index=False, tablefmt="latex_booktabs").replace("±", r"$\pm$") + "\n"
+                             + "".join(f"{_latex_escape(line)}\\\\\n" for line in after_notes))
             if not times.empty:
                 parts.append(f"{_latex_escape(TIME_TO)}:\\\\\n" + times.to_markdown(index=False, tablefmt="latex_booktabs"))
         else:
             image = f'<img src="{html.escape(images[title])}" alt="{html.escape(title)}">\n' if title in images else ""
             parts.append(f"<h3>{html.escape(title)}</h3>\n{table.to_html(index=False)}\n"
                          + "".join(f"<p>{html.escape(line)}</p>\n" for line in lines) + image)
+            if not after.empty:
+                parts.append(f"<p>{html.escape(after_title)}:</p>\n{after.to_html(index=False)}\n"
+                             + "".join(f"<p>{html.escape(line)}</p>\n" for line in after_notes))
             if not times.empty:
                 parts.append(f"<p>{html.escape(TIME_TO)}:</p>\n{times.to_html(index=False)}\n")
     ranks, note = average_ranks(summary)

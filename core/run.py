@@ -1,5 +1,6 @@
 """One run, (algorithm, benchmark, seed): build it, meta-train it within its budget, validate it
-periodically and keep the best state, test that state on the benchmark's fixed task list, and
+periodically and keep the best state, test that state on the benchmark's fixed task list (and,
+for the spec's ``adaptation_steps``, on the same list after each number of inner steps), and
 return its record."""
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from metazoo import checkpoint
 from metazoo.benchmark import Benchmark
 from metazoo.config import EXECUTION_SETTINGS
 from metazoo.errors import UsageError, ZooError
-from metazoo.evaluation import TaskList, evaluate, summary, train_batch
+from metazoo.evaluation import (
+    TaskList,
+    adapts_by_steps,
+    by_adaptation_steps,
+    evaluate,
+    summary,
+    train_batch,
+)
 from metazoo.learner import MetaLearner
 from metazoo.malloc import release_free_memory, tune_malloc
 from metazoo.manager import Zoo
@@ -298,13 +306,17 @@ def _train_and_test(run: Run, suite: TaskSuite, learner: MetaLearner, device: to
 
     test_tasks = TaskList(suite, "test", evaluation.test_tasks, evaluation.eval_seed, evaluation.batch_tasks)
     per_task = evaluate(learner, suite, test_tasks, device)
+    test = {**summary(per_task), "tasks_digest": test_tasks.digest(), "per_task": per_task.tolist()}
+    if evaluation.adaptation_steps and adapts_by_steps(learner):  # the same tasks again, k inner steps each
+        test["by_adaptation_steps"] = by_adaptation_steps(learner, suite, test_tasks, device,
+                                                          evaluation.adaptation_steps)
     trained = step * meta_batch
     # A learner that trains on labelled batches meets no task before the test: it reports examples.
     throughput = {"tasks": 0, "tasks_per_s": math.nan, "trains_on": "labelled", "examples": trained,
                   "examples_per_s": trained / train_time if train_time else 0.0} if labelled else {
                   "tasks": trained, "tasks_per_s": trained / train_time if train_time else 0.0}
     return {
-        "test": {**summary(per_task), "tasks_digest": test_tasks.digest(), "per_task": per_task.tolist()},
+        "test": test,
         "validation": validation.history,
         "best_step": validation.best_step,
         "train": {

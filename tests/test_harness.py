@@ -66,7 +66,7 @@ def zoo_command(*args: str) -> list[str]:
     [
         ('suite = "sinusoid"\nepochs = 3\n', "unknown key 'epochs'; accepted: algorithms, backbone, description,"),
         ('suite = "sinusoid"\n[training]\nsteps = 2.5\n', "[training]: steps must be int or NoneType, got 2.5"),
-        ('suite = "sinusoid"\n[evaluation]\ntest_task = 3\n', "unknown setting 'test_task'; accepted: batch_tasks"),
+        ('suite = "sinusoid"\n[evaluation]\ntest_task = 3\n', "unknown setting 'test_task'; accepted: adaptation_steps, batch_tasks"),
         ('suite = "sinusoid"\nprotocol = 3\n', "[protocol] must be a table, got 3"),
         ('suite = "sinusoid"\n[algorithms]\nmaml = 1\n', "[algorithms.maml] must be a table, got 1"),
         ('name = "../up"\nsuite = "sinusoid"\n', "name '../up' must be letters, digits and"),

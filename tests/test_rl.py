@@ -309,6 +309,7 @@ def test_the_built_in_rl_benchmarks_load(host):
     for name, suite in (("navigation2d", Navigation2D), ("bandits", Bandits)):
         spec = find_benchmark(name)
         assert spec.suite == name and spec.evaluation.test_tasks >= 100
+        assert spec.evaluation.adaptation_steps == (0, 1, 3)  # the return after 0, 1 and 3 inner steps
         assert isinstance(host.suites.get(name).factory(**spec.protocol), suite)
         for algorithm, hyperparameters in spec.algorithms.items():
             host.algorithms.get(algorithm).factory(host.suites.get(name).factory(**spec.protocol).make_model(),
