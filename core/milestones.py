@@ -39,12 +39,16 @@ def curve_clock(curves: list[list[Mapping[str, Any]]], clock: str) -> tuple[str,
     return "time_s", "wall"
 
 
+#: How a time on each budget clock is labelled: (unit prefix, suffix).
+CLOCK_LABELS = {"cpu": ("CPU-", ""), "wall": ("", " (wall clock)")}
+
+
 def _hours(seconds: list[float | None], clock: str) -> str:
     reached = [s for s in seconds if s is not None]
     if not reached:
         return "not reached"
     mean = sum(reached) / len(reached)
-    prefix, suffix = {"cpu": ("CPU-", ""), "wall": ("", " (wall clock)")}.get(clock, ("", ""))
+    prefix, suffix = CLOCK_LABELS[clock]
     text = f"{mean / 3600:.2f} {prefix}h{suffix}" if mean >= 3600 else f"{mean / 60:.1f} {prefix}min{suffix}"
     return text if len(reached) == len(seconds) else f"{text} ({len(reached)} of {len(seconds)} seeds)"
 
