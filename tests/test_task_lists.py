@@ -17,7 +17,9 @@ from metazoo.run import make_suite
 from test_omniglot import DATA, HAVE_DATA
 
 PINNED = {
+    "bandits": "2ebb99ce6885f868",
     "hyperplanes": "7af95c9d165deac9",
+    "navigation2d": "e892af8001f92388",
     "omniglot-20w1s": "63580a9c535bf923",
     "omniglot-20w5s": "97cd24e3c431fa9f",
     "omniglot-5w1s": "402d25e58a6ef158",  # the reproduction's tasks (it extends that spec)
