@@ -71,7 +71,7 @@ MODULES: dict[str, Module] = {
     "statistics": Module("core/statistics.py", ("tests/test_leaderboard.py", "tests/test_guards.py",
                                                 "tests/test_mutation_guards.py")),
     "milestones": Module("core/milestones.py", ("tests/test_leaderboard.py", "tests/test_mutation_guards.py")),
-    "evaluation": Module("core/evaluation.py", ("tests/test_guards.py", *TASK_LISTS, "tests/test_mutation_guards.py")),
+    "evaluation": Module("core/evaluation.py", ("tests/test_guards.py", *TASK_LISTS, "tests/test_adaptation_steps.py", "tests/test_mutation_guards.py")),
     "engine": Module("core/engine.py", ("tests/test_engine.py", "tests/test_mutation_guards.py")),
     # Not the tests that write plots and README files, nor those that run a bench: each mutant of
     # summarize() would run them too (several seconds each) for what the others check directly.
