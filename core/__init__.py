@@ -36,6 +36,7 @@ from metazoo.model_algorithm import (  # noqa: E402
 )
 from metazoo.model_data import ModelDataConfig, ModelDataLearner, embedded_shape, embedding, one_hot  # noqa: E402
 from metazoo.models import MLP, BatchStatNorm, Conv4, RunningBatchNorm  # noqa: E402
+from metazoo.policies import GaussianMLP, gaussian_log_prob, gaussian_parameters  # noqa: E402
 from metazoo.rl import policy_gradient_surrogate  # noqa: E402
 from metazoo.tasks import (  # noqa: E402
     SPLITS,
@@ -92,6 +93,9 @@ __all__ = [
     "offers_labelled_batches",
     "plays_tasks",
     "policy_gradient_surrogate",
+    "GaussianMLP",
+    "gaussian_parameters",
+    "gaussian_log_prob",
     "trains_on",
     "ImageSplit",
     "load_image_folder",

@@ -44,6 +44,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "images",
     "navigation2d",
     "bandits",
+    "halfcheetah",
     "backbones",
     "csv_logger",
     "tensorboard_logger",

@@ -24,30 +24,26 @@ set of episodes is the REINFORCE surrogate with the linear feature baseline
 (:func:`metazoo.rl.policy_gradient_surrogate`); what ``predict`` returns is each query
 episode's (undiscounted) return, so the test metric is the mean return of the adapted policy.
 
-The policy (:class:`GaussianMLP`, the reference code's ``MAMLGaussianMLPPolicy``): two hidden
-layers of 100 ReLU units (§5.3), Xavier-uniform weights and zero biases, a Gaussian with a state-
-independent log standard deviation that is learnt and adapted with the rest, starting at σ = 1
-(``learn_std=True, init_std=1.0``; σ ≥ 10⁻⁶). Each inner step replays the support episodes with
+The policy (:class:`metazoo.policies.GaussianMLP`, the reference code's
+``MAMLGaussianMLPPolicy``): two hidden layers of 100 ReLU units (§5.3). Each inner step replays the support episodes with
 the current parameters and the same noise; the reference code draws new noise for each step
 (the same thing for the paper's one step).
 """
 
 from __future__ import annotations
 
-import math
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import metazoo
 import torch
+from metazoo import GaussianMLP, gaussian_log_prob, gaussian_parameters
 from metazoo.config import build_config, positive
 from metazoo.errors import ZooError
 from metazoo.rl import policy_gradient_surrogate
 from metazoo.tasks import TaskBatch, TaskSuite, split_stream
-from torch import Tensor, nn
+from torch import Tensor
 
 PAPER = "Finn, Abbeel & Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks. ICML 2017, §5.3"
-MIN_LOG_STD = math.log(1e-6)  # the reference policy's min_std
 
 
 @dataclass(frozen=True)
@@ -63,48 +59,6 @@ class Navigation2DConfig:
         positive(self, "shots", "queries", "horizon", "max_speed")
         if not 0 < self.discount <= 1:
             raise ZooError(f"suite navigation2d: discount must be in (0, 1], got {self.discount}")
-
-
-class GaussianHead(nn.Module):
-    """A linear layer for the mean and a learnt state-independent log standard deviation:
-    ``[..., F] → [..., 2·A]`` (mean, then log σ)."""
-
-    def __init__(self, features: int, actions: int, init_std: float = 1.0) -> None:
-        super().__init__()
-        self.mean = nn.Linear(features, actions)
-        self.log_std = nn.Parameter(torch.full((actions,), math.log(init_std)))
-
-    def forward(self, h: Tensor) -> Tensor:
-        mean = self.mean(h)
-        return torch.cat([mean, self.log_std.expand_as(mean)], dim=-1)
-
-
-class GaussianMLP(nn.Sequential):
-    """The reference code's Gaussian MLP policy: ``observations → hidden (ReLU) → GaussianHead``,
-    Xavier-uniform weights, zero biases. The last layer is ``head`` (ANIL adapts it)."""
-
-    def __init__(self, observations: int, *hidden: int, actions: int) -> None:
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        sizes = (observations, *hidden)
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers[f"fc{i}"] = nn.Linear(n_in, n_out)
-            layers[f"relu{i}"] = nn.ReLU()
-        layers["head"] = GaussianHead(sizes[-1], actions)
-        super().__init__(layers)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-
-
-def gaussian(output: Tensor, actions: int) -> tuple[Tensor, Tensor]:
-    """(mean, log σ) from a policy's output ``[..., 2·actions]``, or a clear error."""
-    if output.shape[-1] != 2 * actions:
-        raise ZooError(f"suite navigation2d: the policy must output {2 * actions} values per observation "
-                       f"(the mean and log standard deviation of a {actions}-d action, as its make_model() "
-                       f"does), got {output.shape[-1]}")
-    mean, log_std = output.split(actions, dim=-1)
-    return mean, log_std.clamp(min=MIN_LOG_STD)
 
 
 class Navigation2D(TaskSuite):
@@ -136,7 +90,7 @@ class Navigation2D(TaskSuite):
         observations, actions = [], []
         with torch.no_grad():  # the states and actions are constants of the surrogate
             for t in range(horizon):
-                mean, log_std = gaussian(apply(position), 2)
+                mean, log_std = gaussian_parameters(apply(position), 2, self.name)
                 action = mean + log_std.exp() * noise[:, t]
                 observations.append(position)
                 actions.append(action)
@@ -148,8 +102,8 @@ class Navigation2D(TaskSuite):
         rewards = -offset.norm(dim=-1)  # [E, H]
         done = (offset.abs() < 0.01).all(-1).to(rewards.dtype)
         alive = torch.cat([torch.ones_like(done[:, :1]), torch.cumprod(1 - done, dim=1)[:, :-1]], dim=1)
-        mean, log_std = gaussian(apply(observations), 2)  # one batched pass, with the gradient
-        log_prob = (-0.5 * ((actions - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        mean, log_std = gaussian_parameters(apply(observations), 2, self.name)  # one batched pass, with the gradient
+        log_prob = gaussian_log_prob(actions, mean, log_std)
         return log_prob, rewards * alive, observations, alive
 
     def task_loss(self, apply, x, y):

@@ -9,6 +9,7 @@ float64.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 import torch
 from metazoo.evaluation import TaskList
 from metazoo.plugins.bandits import Bandits
+from metazoo.plugins.halfcheetah import HalfCheetahVel
 from metazoo.plugins.navigation2d import Navigation2D
 from metazoo.rl import discounted_returns, linear_feature_baseline, policy_gradient_surrogate
 from metazoo.tasks import METRICS, TaskBatch, plays_tasks, task_metrics
@@ -23,6 +25,13 @@ from metazoo.testing import assert_learner_conforms, assert_suite_conforms, chec
 from torch.func import functional_call
 
 SMALL_NAVIGATION = {"shots": 3, "queries": 2, "horizon": 12}
+SMALL_CHEETAH = {"shots": 8, "queries": 8, "horizon": 6}  # ≥ 8 episodes: vmap and a loop round alike
+MUJOCO = pytest.mark.skipif(importlib.util.find_spec("mujoco") is None or importlib.util.find_spec("gymnasium") is None,
+                            reason="the halfcheetah suites' optional extra (pip install 'metazoo[mujoco]')")
+#: The played suites, small; the engine's checks run on each.
+RL_SUITES = [pytest.param(Navigation2D(**SMALL_NAVIGATION), id="navigation2d"),
+             pytest.param(Bandits(shots=5, queries=4), id="bandits"),
+             pytest.param(HalfCheetahVel(**SMALL_CHEETAH), id="halfcheetah-vel", marks=MUJOCO)]
 
 
 def double(suite, tasks=3, seed=0):
@@ -168,7 +177,7 @@ def reference_meta_gradient(suite, model, batch, inner_lr, first_order):
     return [g for g in torch.autograd.grad(total / batch.num_tasks, list(theta.values()))]
 
 
-@pytest.mark.parametrize("suite", [Navigation2D(**SMALL_NAVIGATION), Bandits(shots=5, queries=4)], ids=lambda s: s.name)
+@pytest.mark.parametrize("suite", RL_SUITES)
 @pytest.mark.parametrize(("algorithm", "first_order"), [("maml", False), ("fomaml", True)])
 @pytest.mark.parametrize("execution", ["vmap", "loop"])
 def test_the_rl_meta_gradient_equals_a_per_task_loop_on_the_same_rollouts(host, one_thread, suite, algorithm,
@@ -182,7 +191,7 @@ def test_the_rl_meta_gradient_equals_a_per_task_loop_on_the_same_rollouts(host, 
     assert any(bool(g.any()) for g in expected)
 
 
-@pytest.mark.parametrize("suite", [Navigation2D(**SMALL_NAVIGATION), Bandits(shots=5, queries=4)], ids=lambda s: s.name)
+@pytest.mark.parametrize("suite", RL_SUITES)
 @pytest.mark.parametrize("algorithm", ["maml", "metasgd", "cavia", "reptile"])
 def test_vmap_over_rl_tasks_equals_the_loop_for_every_algorithm(host, one_thread, suite, algorithm):
     results = []

@@ -18,6 +18,8 @@ from test_omniglot import DATA, HAVE_DATA
 
 PINNED = {
     "bandits": "2ebb99ce6885f868",
+    "halfcheetah-dir": "0ba6e1471e7d2453",
+    "halfcheetah-vel": "9545dd1c91bff256",
     "hyperplanes": "7af95c9d165deac9",
     "navigation2d": "e892af8001f92388",
     "omniglot-20w1s": "63580a9c535bf923",
