@@ -125,6 +125,14 @@ def test_environment_footnote():
             "git commit 1234567890ab, abcdef123456; test tasks digest d1.") in markdown
 
 
+def test_slow_throughputs_keep_two_significant_digits():
+    train = {"time_s": 2.0, "budget_s": 1.5, "steps": 100}
+    records = [record("b", "fast", BEST, train={**train, "tasks_per_s": 1173.4}),
+               record("b", "slow", FAR, train={**train, "tasks_per_s": 0.3217})]
+    table = display_table(summarize(records))[0].set_index("algorithm")["tasks/s"]
+    assert table.to_dict() == {"fast": "1173", "slow": "0.32"}  # not 0: a MuJoCo run's 40 tasks take 130 s
+
+
 @pytest.mark.parametrize(("fmt", "markers"), [
     ("csv", ["benchmark,algorithm,label,table,protocol_hash,budget,rank,", ",p_value,tied_with_best,"]),
     ("latex", ["\\paragraph{b --- 100 steps", "\\toprule", "$\\pm$", "Environment: device"]),
