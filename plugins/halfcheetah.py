@@ -98,7 +98,8 @@ def _reset_state():
 @torch.library.custom_op("metazoo::mujoco_halfcheetah_step", mutates_args=())
 def physics_step(state: Tensor, action: Tensor) -> Tensor:
     """The integration states ``[..., S]`` (float64) after one action ``[..., 6]`` each
-    (``FRAME_SKIP`` MuJoCo steps at that control), on the CPU, one simulation at a time."""
+    (``FRAME_SKIP`` MuJoCo steps at that control), on the CPU, one simulation at a time (through
+    one shared ``MjData``: not for concurrent threads)."""
     import mujoco
 
     model, data, size = physics()
