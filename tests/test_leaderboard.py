@@ -133,6 +133,15 @@ def test_slow_throughputs_keep_two_significant_digits():
     assert table.to_dict() == {"fast": "1173", "slow": "0.32"}  # not 0: a MuJoCo run's 40 tasks take 130 s
 
 
+def test_throughput_of_a_cpu_budget_is_per_cpu_second():
+    budget = {"steps": None, "time": 300, "val_every": 250, "clock": "cpu"}
+    # 7,008 tasks in 300 CPU-s, while other processes shared the core: 5,949 s of wall clock
+    train = {"time_s": 5949.0, "budget_s": 300.0, "tasks": 7008, "tasks_per_s": 7008 / 5949.0, "steps": 219}
+    row = by_algorithm(summarize([record("b", "maml", BEST, budget=budget, train=train)]))["maml"]
+    assert row["tasks_per_s"] == pytest.approx(7008 / 300.0)
+    assert display_table(summarize([record("b", "maml", BEST, budget=budget, train=train)]))[0]["tasks per CPU-s"][0] == "23"
+
+
 @pytest.mark.parametrize(("fmt", "markers"), [
     ("csv", ["benchmark,algorithm,label,table,protocol_hash,budget,rank,", ",p_value,tied_with_best,"]),
     ("latex", ["\\paragraph{b --- 100 steps", "\\toprule", "$\\pm$", "Environment: device"]),
