@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from abc import abstractmethod
 from dataclasses import dataclass
 
 import metazoo
@@ -156,13 +157,13 @@ class HalfCheetah(TaskSuite):
     def __init__(self, **protocol):
         self.config = build_config(HalfCheetahConfig, protocol, f"suite {self.name}")
 
+    @abstractmethod
     def draw_tasks(self, num_tasks: int, generator: torch.Generator) -> Tensor:
         """The task parameters ``[num_tasks]``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def forward_reward(self, task: Tensor, velocity: Tensor) -> Tensor:
         """The reward for forward velocities ``velocity`` ``[E]`` in the task ``task`` ``[E]``."""
-        raise NotImplementedError
 
     def prepare(self) -> None:
         physics()
